@@ -1,0 +1,1 @@
+"""Benchmarks: end-to-end ATM load, ledger-only and soft-HSM microbenchmarks."""
