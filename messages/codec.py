@@ -1,0 +1,261 @@
+"""Bytes <-> :class:`IsoMessage`, on top of pyiso8583.
+
+Liberal on input: lower-case hex bitmaps and hex fields, a secondary bitmap
+that is present but all zero. Strict on output: upper-case hex, exact lengths
+for fixed fields, only the characters a field's kind allows, no secondary
+bitmap unless a field above 64 is present.
+
+Contract: :func:`decode` returns an :class:`IsoMessage` or raises
+:class:`DecodeError` for any input bytes; :func:`encode` returns bytes or
+raises :class:`EncodeError`. Errors from pyiso8583 and from Python itself are
+translated here and never escape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+import iso8583
+import iso8583.decoder
+import iso8583.encoder
+
+from messages._mask import show_field
+from messages.errors import DecodeError, EncodeError
+from messages.profiles import FIELD_DEFS, FieldDef, FieldKind, Profile
+
+__all__ = ["IsoMessage", "decode", "encode"]
+
+_DIGITS: Final = frozenset("0123456789")
+_HEX_UPPER: Final = frozenset("0123456789ABCDEF")
+_HEX_ANY: Final = _HEX_UPPER | frozenset("abcdef")
+_PRINTABLE: Final = frozenset(chr(c) for c in range(0x20, 0x7F))
+_TRACK: Final = _DIGITS | frozenset("=DdFf;?")
+_MTI_BYTES: Final = 4
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class IsoMessage:
+    """A decoded message: MTI and field values as text.
+
+    Binary fields are upper-case hex text in both profiles, so the same message
+    decodes to the same value whichever profile carried it. ``fields`` is
+    read-only. ``repr`` masks PAN, track 2, PIN block and key-carrying fields.
+    """
+
+    mti: str
+    fields: Mapping[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        frozen = MappingProxyType(dict(self.fields))
+        for number, value in frozen.items():
+            assert isinstance(number, int) and isinstance(value, str), number
+        object.__setattr__(self, "fields", frozen)
+
+    def __hash__(self) -> int:
+        return hash((self.mti, frozenset(self.fields.items())))
+
+    def get(self, number: int) -> str | None:
+        """The value of field ``number``, or None when absent."""
+        return self.fields.get(number)
+
+    def __contains__(self, number: object) -> bool:
+        return number in self.fields
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self.fields))
+
+    def with_fields(
+        self, updates: Mapping[int, str | None] | None = None, /, **named: str | None
+    ) -> IsoMessage:
+        """A copy with fields set; a None value removes the field.
+
+        Fields can be given as a mapping ``{39: "00"}`` or by keyword ``f39="00"``.
+        """
+        merged = dict(self.fields)
+        changes: dict[int, str | None] = dict(updates or {})
+        for key, value in named.items():
+            if not (key.startswith("f") and key[1:].isdigit()):
+                raise TypeError(f"field keyword must look like f39, got {key!r}")
+            changes[int(key[1:])] = value
+        for number, value in changes.items():
+            if value is None:
+                merged.pop(number, None)
+            else:
+                merged[number] = value
+        return IsoMessage(self.mti, merged)
+
+    def replace(self, fields: Mapping[int, str], *, mti: str | None = None) -> IsoMessage:
+        """A copy with all fields replaced (and the MTI, when given)."""
+        return IsoMessage(self.mti if mti is None else mti, fields)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{n}: {show_field(n, self.fields[n])!r}" for n in sorted(self.fields))
+        return f"IsoMessage(mti={self.mti!r}, fields={{{shown}}})"
+
+    __str__ = __repr__
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def decode(data: bytes, profile: Profile) -> IsoMessage:
+    """Decode one message (no length header, no TPDU). Raises only DecodeError."""
+    try:
+        return _decode(bytes(data), profile)
+    except DecodeError:
+        raise
+    except Exception as exc:  # the contract: nothing else leaves this function
+        raise DecodeError(None, None, f"unexpected {type(exc).__name__} in decoder") from None
+
+
+def _decode(data: bytes, profile: Profile) -> IsoMessage:
+    mti = _read_mti(data)
+    numbers = _read_bitmaps(data, profile, mti)
+    try:
+        doc_dec, doc_enc = iso8583.decode(data, profile.spec)
+    except iso8583.decoder.DecodeError as exc:
+        # exc.msg is built by pyiso8583 from lengths only; exc.s and exc.doc_* hold
+        # the raw data and are deliberately dropped.
+        raise DecodeError(_field_number(exc.field), exc.pos, exc.msg, mti=mti) from None
+    offset = _MTI_BYTES + profile.bitmap_bytes * (2 if 1 in numbers else 1)
+    fields: dict[int, str] = {}
+    for number in sorted(numbers - {1}):
+        enc = doc_enc[str(number)]
+        data_offset = offset + len(enc["len"])
+        fields[number] = _check_decoded(FIELD_DEFS[number], doc_dec[str(number)], data_offset, mti)
+        offset = data_offset + len(enc["data"])
+    return IsoMessage(mti, fields)
+
+
+def _field_number(key: str) -> int | None:
+    if key == "t":
+        return 0
+    if key in ("p", "1"):
+        return 1
+    return int(key) if key.isdigit() else None
+
+
+def _read_mti(data: bytes) -> str:
+    raw = data[:_MTI_BYTES]
+    if len(raw) < _MTI_BYTES:
+        raise DecodeError(0, 0, f"message is {len(data)} bytes, too short for an MTI")
+    if not all(0x30 <= b <= 0x39 for b in raw):
+        raise DecodeError(0, 0, "MTI is not 4 ASCII digits")
+    return raw.decode("ascii")
+
+
+def _read_bitmaps(data: bytes, profile: Profile, mti: str) -> set[int]:
+    """Field numbers announced by the bitmaps, checked against the profile before
+    pyiso8583 sees them (it would fail with a KeyError on an undefined field)."""
+    width = profile.bitmap_bytes
+    numbers = _bitmap_fields(data, _MTI_BYTES, profile, 0, mti)
+    if 1 in numbers:
+        numbers |= _bitmap_fields(data, _MTI_BYTES + width, profile, 64, mti)
+    unsupported = sorted(n for n in numbers if n != 1 and n not in FIELD_DEFS)
+    if unsupported:
+        raise DecodeError(
+            unsupported[0], _MTI_BYTES, "field is not defined in the profile", mti=mti
+        )
+    return numbers
+
+
+def _bitmap_fields(data: bytes, offset: int, profile: Profile, base: int, mti: str) -> set[int]:
+    width = profile.bitmap_bytes
+    raw = data[offset : offset + width]
+    if len(raw) < width:
+        raise DecodeError(1, offset, f"bitmap is {len(raw)} bytes, expecting {width}", mti=mti)
+    if profile.binary:
+        bitmap = raw
+    else:
+        if not all(chr(b) in _HEX_ANY for b in raw):
+            raise DecodeError(1, offset, "bitmap is not hexadecimal", mti=mti)
+        bitmap = bytes.fromhex(raw.decode("ascii"))
+    return {
+        base + index * 8 + bit + 1
+        for index, byte in enumerate(bitmap)
+        for bit in range(8)
+        if byte & (0x80 >> bit)
+    }
+
+
+def _check_decoded(d: FieldDef, value: str, offset: int, mti: str) -> str:
+    """Check one decoded value against its kind; returns it normalised."""
+    if d.kind is FieldKind.BINARY:
+        if not set(value) <= _HEX_ANY or len(value) % 2:
+            raise DecodeError(d.number, offset, "binary field is not hexadecimal", mti=mti)
+        return value.upper()
+    allowed = _allowed(d.kind)
+    if not set(value) <= allowed:
+        reason = f"characters not allowed in a {_KIND_NAMES[d.kind]} field"
+        raise DecodeError(d.number, offset, reason, mti=mti)
+    return value
+
+
+_KIND_NAMES: Final = {
+    FieldKind.NUMERIC: "numeric",
+    FieldKind.TEXT: "text",
+    FieldKind.TRACK: "track 2",
+    FieldKind.BINARY: "binary",
+}
+
+
+def _allowed(kind: FieldKind) -> frozenset[str]:
+    if kind is FieldKind.NUMERIC:
+        return _DIGITS
+    if kind is FieldKind.TRACK:
+        return _TRACK
+    if kind is FieldKind.BINARY:
+        return _HEX_UPPER
+    return _PRINTABLE
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def encode(msg: IsoMessage, profile: Profile) -> bytes:
+    """Encode one message (no length header, no TPDU). Raises only EncodeError."""
+    if not (len(msg.mti) == _MTI_BYTES and set(msg.mti) <= _DIGITS):
+        raise EncodeError(0, "MTI must be 4 digits")
+    doc: dict[str, str] = {"t": msg.mti}
+    for number in sorted(msg.fields):
+        d = FIELD_DEFS.get(number)
+        if d is None:
+            raise EncodeError(number, "field is not defined in the profile")
+        doc[str(number)] = _check_for_encode(d, msg.fields[number])
+    try:
+        raw, _ = iso8583.encode(doc, profile.spec)
+    except iso8583.encoder.EncodeError as exc:
+        raise EncodeError(_field_number(exc.field), exc.msg) from None
+    except Exception as exc:  # the contract: nothing else leaves this function
+        raise EncodeError(None, f"unexpected {type(exc).__name__} in encoder") from None
+    return bytes(raw)
+
+
+def _check_for_encode(d: FieldDef, value: str) -> str:
+    if not isinstance(value, str):
+        raise EncodeError(d.number, "value is not text")
+    chars = len(value) // 2 if d.kind is FieldKind.BINARY else len(value)
+    if d.kind is FieldKind.BINARY and len(value) % 2:
+        raise EncodeError(d.number, "binary field needs an even number of hex digits")
+    if d.prefix == 0 and chars != d.length:
+        raise EncodeError(d.number, f"fixed field needs {d.length}, got {chars}")
+    if d.prefix and chars > d.length:
+        raise EncodeError(d.number, f"variable field takes at most {d.length}, got {chars}")
+    if not set(value) <= _allowed(d.kind):
+        raise EncodeError(d.number, f"characters not allowed in a {_KIND_NAMES[d.kind]} field")
+    return value
+
+
+def check_field(number: int, value: str) -> bool:
+    """Whether ``value`` could be encoded in field ``number`` (used to echo safely)."""
+    d = FIELD_DEFS.get(number)
+    if d is None:
+        return False
+    try:
+        _check_for_encode(d, value)
+    except EncodeError:
+        return False
+    return True
