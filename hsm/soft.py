@@ -1,0 +1,294 @@
+"""SoftHsm: the synchronous software HSM. The only place keys and PINs are in clear.
+
+Keys come in and go out wrapped (:class:`~hsm.keys.WrappedKey`) or encrypted under a
+key-encrypting key; PINs come in and go out as encrypted PIN blocks. Verification
+methods return an :class:`~hsm.results.HsmResult` and never raise for bad input;
+key-management and generation methods raise :class:`~hsm.errors.HsmError` subclasses.
+
+Unwrapped keys are cached in memory (bounded, ``key_cache_max`` entries) as cipher
+objects so a PIN verification does not pay for an AES-SIV unwrap and two cipher
+setups each time; the cache is never logged or exposed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hsm import mac, pinblock, pinverify
+from hsm._crypto import BlockKey, with_odd_parity
+from hsm.errors import HsmError, KcvMismatch, KeyMaterialError, KeyUsageError
+from hsm.keys import (
+    KEY_ENCRYPTING_USAGES,
+    MAC_USAGES,
+    PIN_ENCRYPTING_USAGES,
+    KeyAlgorithm,
+    KeyUsage,
+    MasterKey,
+    WrappedKey,
+    algorithm_for_length,
+    check_clear_key,
+    compute_kcv,
+    parse_hex,
+)
+from hsm.mac import MacAlgorithm
+from hsm.results import HsmResult
+
+KEY_CACHE_MAX_DEFAULT = 4096
+PinMethod = Literal["pvv", "ibm3624"]
+
+
+def _mask_pan(pan: str) -> str:
+    if len(pan) < 12:
+        return "<hidden>"
+    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
+
+
+@dataclass(frozen=True, slots=True)
+class PinVerification:
+    """One PIN check. The repr hides the PIN block and masks the PAN.
+
+    ``method`` "pvv" needs ``pvki`` and ``pvv``; "ibm3624" needs ``offset`` and takes
+    ``decimalisation_table``, ``pin_check_length`` (default: the offset length) and
+    ``validation_data`` (hex, default: the PAN's leftmost 16 digits) padded with
+    ``pad_char`` to 16 digits. ``tpk`` is the key the PIN block is under (TPK or ZPK).
+    """
+
+    pin_block_hex: str = field(repr=False)
+    pan: str = field(repr=False)
+    pin_block_format: int
+    tpk: WrappedKey
+    method: PinMethod
+    pvk: WrappedKey
+    pvki: str | None = None
+    pvv: str | None = field(default=None, repr=False)
+    offset: str | None = field(default=None, repr=False)
+    decimalisation_table: str = field(
+        default=pinverify.DEFAULT_DECIMALISATION_TABLE, repr=False
+    )
+    pin_check_length: int | None = None
+    validation_data: str | None = field(default=None, repr=False)
+    pad_char: str = "F"
+
+    def __repr__(self) -> str:
+        return (
+            f"PinVerification(pan={_mask_pan(self.pan)}, pin_block=<hidden>, "
+            f"format={self.pin_block_format}, method={self.method}, tpk={self.tpk!r}, "
+            f"pvk={self.pvk!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedKey:
+    """A new key under the master key, and (if a KEK was given) under that KEK."""
+
+    wrapped: WrappedKey
+    under_kek_hex: str | None = field(repr=False)
+    kcv: str
+
+
+class SoftHsm:
+    """The software HSM over one master key. Synchronous and pure (no I/O)."""
+
+    def __init__(
+        self, master_key: MasterKey, *, key_cache_max: int = KEY_CACHE_MAX_DEFAULT
+    ) -> None:
+        assert key_cache_max > 0, "key cache needs room for at least one key"
+        self._master = master_key
+        self._cache: dict[WrappedKey, BlockKey] = {}
+        self._key_cache_max = key_cache_max
+
+    def __repr__(self) -> str:
+        return f"SoftHsm(master={self._master!r})"
+
+    @property
+    def master_key_kcv(self) -> str:
+        return self._master.kcv
+
+    # ----------------------------------------------------------------- keys
+
+    def _block_key(self, wrapped: WrappedKey, allowed: Collection[KeyUsage]) -> BlockKey:
+        """Cipher object of a wrapped key after checking its usage.
+
+        Raises KeyUsageError (29) for another usage or a non-key, KeyMaterialError (13)
+        if it does not unwrap under this master key.
+        """
+        if not isinstance(wrapped, WrappedKey):
+            raise KeyUsageError("not a wrapped key")
+        if wrapped.usage not in allowed:
+            raise KeyUsageError(f"key usage {wrapped.usage.value} not permitted here")
+        cached = self._cache.get(wrapped)
+        if cached is not None:
+            return cached
+        block = BlockKey(self._master.unwrap(wrapped), is_aes=wrapped.algorithm.is_aes)
+        if len(self._cache) >= self._key_cache_max:
+            del self._cache[next(iter(self._cache))]  # oldest first: bounded, simple
+        self._cache[wrapped] = block
+        return block
+
+    def import_clear_key(
+        self, usage: KeyUsage, algorithm: KeyAlgorithm | None, clear_hex: str
+    ) -> WrappedKey:
+        """Wrap a clear key under the master key. Provisioning of test and demo keys only.
+
+        ``algorithm`` None infers it from the length (16/24 bytes TDES, 32 AES-256).
+        Raises KeyMaterialError, KeyParityError.
+        """
+        clear = parse_hex(clear_hex, "clear key")
+        algo = algorithm if algorithm is not None else algorithm_for_length(len(clear))
+        check_clear_key(algo, clear)
+        return self._master.wrap(KeyUsage(usage), algo, clear)
+
+    def import_key(
+        self,
+        usage: KeyUsage,
+        encrypted_hex: str,
+        kek: WrappedKey,
+        kcv: str,
+        *,
+        algorithm: KeyAlgorithm | None = None,
+    ) -> WrappedKey:
+        """Import a key sent encrypted (ECB) under a ZMK or TMK and check its KCV.
+
+        Raises KeyUsageError, KeyMaterialError, KeyParityError, KcvMismatch.
+        """
+        kek_key = self._block_key(kek, KEY_ENCRYPTING_USAGES)
+        encrypted = parse_hex(encrypted_hex, "encrypted key")
+        if not encrypted or len(encrypted) % kek_key.block_bytes:
+            raise KeyMaterialError("encrypted key length does not fit the KEK")
+        clear = kek_key.decrypt(encrypted)
+        algo = algorithm if algorithm is not None else algorithm_for_length(len(clear))
+        check_clear_key(algo, clear)
+        expected = compute_kcv(algo, clear)
+        if not hmac.compare_digest(expected, kcv.strip().upper()[: len(expected)]):
+            raise KcvMismatch("imported key does not match its check value")
+        return self._master.wrap(KeyUsage(usage), algo, clear)
+
+    def generate_key(
+        self, usage: KeyUsage, algorithm: KeyAlgorithm, kek: WrappedKey | None = None
+    ) -> GeneratedKey:
+        """A new random key under the master key and, if ``kek`` is given, under it.
+
+        This is the 0800 key change: store ``wrapped``, send ``under_kek_hex`` and
+        ``kcv``. Raises KeyUsageError, KeyMaterialError.
+        """
+        kek_key = self._block_key(kek, KEY_ENCRYPTING_USAGES) if kek is not None else None
+        clear = secrets.token_bytes(algorithm.key_bytes)
+        if not algorithm.is_aes:
+            clear = with_odd_parity(clear)
+        check_clear_key(algorithm, clear)
+        wrapped = self._master.wrap(KeyUsage(usage), algorithm, clear)
+        under = None
+        if kek_key is not None:
+            if len(clear) % kek_key.block_bytes:
+                raise KeyMaterialError("key length does not fit the KEK block size")
+            under = kek_key.encrypt(clear).hex().upper()
+        return GeneratedKey(wrapped, under, wrapped.kcv)
+
+    # ------------------------------------------------------------------ PIN
+
+    def _decrypt_pin(self, key: WrappedKey, fmt: int, block_hex: str, pan: str,
+                     allowed: Collection[KeyUsage] = PIN_ENCRYPTING_USAGES) -> str:
+        block = pinblock.parse_block_hex(block_hex, fmt)
+        return pinblock.decrypt(self._block_key(key, allowed), fmt, block, pan)
+
+    def verify_pin(self, req: PinVerification) -> HsmResult:
+        """OK (00), VERIFICATION_FAILED (01) or the error result. Never raises HsmError."""
+        try:
+            pvk = self._block_key(req.pvk, (KeyUsage.PVK,))
+            pin = self._decrypt_pin(req.tpk, req.pin_block_format, req.pin_block_hex, req.pan)
+            return self._check_pin(req, pvk, pin)
+        except HsmError as exc:
+            return exc.result
+
+    def _check_pin(self, req: PinVerification, pvk: BlockKey, pin: str) -> HsmResult:
+        if req.method == "pvv":
+            if req.pvki is None or req.pvv is None:
+                raise HsmError("PVV method needs pvki and pvv", HsmResult.INVALID_INPUT)
+            expected = req.pvv
+            actual = pinverify.visa_pvv(pvk, req.pan, req.pvki, pin)
+        elif req.method == "ibm3624":
+            if req.offset is None:
+                raise HsmError("IBM 3624 method needs an offset", HsmResult.INVALID_INPUT)
+            check = req.pin_check_length if req.pin_check_length is not None else len(req.offset)
+            if len(pin) < check:
+                return HsmResult.VERIFICATION_FAILED
+            natural = pinverify.ibm3624_natural_pin(
+                pvk, req.decimalisation_table, self._validation(req.pan, req), len(pin)
+            )
+            expected = pinverify.ibm3624_check_digits(natural, req.offset, check)
+            actual = pin[-check:]
+        else:
+            raise HsmError("unknown PIN verification method", HsmResult.INVALID_INPUT)
+        if hmac.compare_digest(expected.encode("ascii"), actual.encode("ascii")):
+            return HsmResult.OK
+        return HsmResult.VERIFICATION_FAILED
+
+    @staticmethod
+    def _validation(pan: str, req: PinVerification | None = None,
+                    validation_data: str | None = None, pad_char: str = "F") -> bytes:
+        if req is not None:
+            validation_data, pad_char = req.validation_data, req.pad_char
+        data = validation_data if validation_data is not None else pan[:16]
+        return pinverify.validation_block(data, pad_char)
+
+    def generate_pvv(self, pvk: WrappedKey, pan: str, pvki: str, pin: str) -> str:
+        """Visa PVV of a chosen PIN (card issuance). Raises HsmError subclasses."""
+        pinblock.check_pin(pin)
+        pinblock.check_pan(pan)
+        return pinverify.visa_pvv(self._block_key(pvk, (KeyUsage.PVK,)), pan, pvki, pin)
+
+    def generate_ibm3624_offset(
+        self,
+        pvk: WrappedKey,
+        pan: str,
+        pin: str,
+        *,
+        decimalisation_table: str = pinverify.DEFAULT_DECIMALISATION_TABLE,
+        pin_check_length: int | None = None,
+        validation_data: str | None = None,
+        pad_char: str = "F",
+    ) -> str:
+        """IBM 3624 offset of a chosen PIN (card issuance). Raises HsmError subclasses.
+
+        ``pin_check_length`` defaults to the PIN length; the offset has that many digits.
+        """
+        pinblock.check_pin(pin)
+        pinblock.check_pan(pan)
+        key = self._block_key(pvk, (KeyUsage.PVK,))
+        natural = pinverify.ibm3624_natural_pin(
+            key, decimalisation_table,
+            self._validation(pan, validation_data=validation_data, pad_char=pad_char), len(pin),
+        )
+        check = pin_check_length if pin_check_length is not None else len(pin)
+        return pinverify.ibm3624_offset(natural, pin, check)
+
+    # ------------------------------------------------------------------ MAC
+
+    def _mac_key(self, key: WrappedKey) -> bytes:
+        self._block_key(key, MAC_USAGES)  # usage check and authenticity
+        return self._master.unwrap(key)
+
+    def generate_mac(self, key: WrappedKey, data: bytes, algorithm: MacAlgorithm) -> bytes:
+        """Full-block MAC of ``data`` under a TAK or ZAK. Raises HsmError subclasses."""
+        clear = self._mac_key(key)
+        return mac.compute(algorithm, clear, key.algorithm.is_aes, data)
+
+    def verify_mac(
+        self, key: WrappedKey, data: bytes, mac_value: bytes, algorithm: MacAlgorithm
+    ) -> HsmResult:
+        """Compare in constant time against the leading bytes of the full MAC.
+
+        ``mac_value`` may be truncated to 4 bytes or more. Never raises HsmError.
+        """
+        try:
+            full = self.generate_mac(key, data, algorithm)
+            mac.check_mac_length(mac_value, len(full))
+        except HsmError as exc:
+            return exc.result
+        if hmac.compare_digest(full[: len(mac_value)], bytes(mac_value)):
+            return HsmResult.OK
+        return HsmResult.VERIFICATION_FAILED
