@@ -1,0 +1,531 @@
+"""The authorization pipeline: one decoded request in, one response out.
+
+Processing order (what networks expect): parse and mandatory fields →
+terminal → card → MAC → PIN → ledger (duplicates, status, limits, funds, post,
+commit, all in one database round trip) → respond. Every stage yields a
+:class:`Decision`; field 39 is chosen by :func:`switch.decisions.response_code`.
+
+The pipeline is I/O-free apart from the two injected services (the ledger and
+the HSM interface), so the server owns all socket handling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from hsm.errors import HsmError
+from hsm.interface import Hsm
+from hsm.keys import KeyAlgorithm, KeyUsage, WrappedKey
+from hsm.results import PIN_FORMAT_RESULTS, HsmResult, counts_as_pin_try
+from hsm.soft import PinVerification
+from ledger.errors import LedgerError, LedgerUnavailable, RetriesExhausted
+from ledger.model import (
+    CardRecord,
+    IdempotencyKey,
+    Operation,
+    OpKind,
+    OriginalRef,
+    Outcome,
+    PinCheck,
+    Result,
+    ReversalOp,
+    TerminalRecord,
+)
+from ledger.store import Ledger
+from messages.codec import IsoMessage
+from messages.errors import FieldError
+from messages.fields import AccountType, AdditionalAmount, AmountType, OriginalData, TxnType
+from messages.mti import Mti
+from messages.views import NetworkRequest, ReversalRequest, TransactionRequest, respond
+from switch.cache import TtlCache
+from switch.decisions import Decision, response_code
+from switch.metrics import Metrics
+
+log = logging.getLogger("atm_switch.pipeline")
+
+CARD_STATUS_DECISIONS: dict[str, Decision] = {
+    "lost": Decision.CARD_LOST,
+    "stolen": Decision.CARD_STOLEN,
+    "blocked": Decision.CARD_RESTRICTED,
+    "closed": Decision.CARD_RESTRICTED,
+    "expired": Decision.CARD_EXPIRED,
+}
+
+OUTCOME_DECISIONS: dict[str, Decision] = {
+    "APPROVED": Decision.APPROVED,
+    "DUPLICATE_MISMATCH": Decision.DUPLICATE_MISMATCH,
+    "CARD_BLOCKED": Decision.CARD_RESTRICTED,
+    "CARD_LOST": Decision.CARD_LOST,
+    "CARD_STOLEN": Decision.CARD_STOLEN,
+    "CARD_EXPIRED": Decision.CARD_EXPIRED,
+    "CARD_CLOSED": Decision.CARD_RESTRICTED,
+    "PIN_TRIES_EXCEEDED": Decision.PIN_TRIES_EXCEEDED,
+    "PIN_WRONG": Decision.PIN_WRONG,
+    "ACCOUNT_NOT_USABLE": Decision.CARD_NOT_PERMITTED,
+    "CURRENCY_MISMATCH": Decision.UNSUPPORTED_TRANSACTION,
+    "EXCEEDS_TRANSACTION_LIMIT": Decision.EXCEEDS_AMOUNT_LIMIT,
+    "EXCEEDS_DAILY_AMOUNT": Decision.EXCEEDS_AMOUNT_LIMIT,
+    "EXCEEDS_DAILY_COUNT": Decision.EXCEEDS_FREQUENCY_LIMIT,
+    "INSUFFICIENT_FUNDS": Decision.INSUFFICIENT_FUNDS,
+    "ORIGINAL_NOT_FOUND": Decision.ORIGINAL_NOT_FOUND,
+    "ALREADY_REVERSED": Decision.APPROVED,
+    "ORIGINAL_DECLINED": Decision.APPROVED,
+    "CARD_UNKNOWN": Decision.UNKNOWN_CARD,
+    "TERMINAL_NOT_USABLE": Decision.TERMINAL_NOT_PERMITTED,
+    "REVERSAL_EXCEEDS_ORIGINAL": Decision.REVERSAL_EXCEEDS_ORIGINAL,
+    "LATE_ORIGINAL": Decision.LATE_ORIGINAL,
+}
+
+# Transaction types the host serves per message class, with the ledger operation.
+_FINANCIAL_OPS: dict[str, OpKind] = {
+    TxnType.WITHDRAWAL: OpKind.WITHDRAWAL,
+    TxnType.DEPOSIT: OpKind.DEPOSIT,
+    TxnType.TRANSFER: OpKind.TRANSFER,
+    **{code: OpKind.BALANCE_INQUIRY for code in TxnType.BALANCE_INQUIRY},
+}
+
+
+def decision_for_outcome(result: Result) -> Decision:
+    """Map a ledger result to a decision; account errors depend on the account type."""
+    outcome = result.outcome
+    if outcome == Outcome.NO_SUCH_ACCOUNT:
+        if result.account_side == "to":
+            return Decision.INVALID_TO_ACCOUNT
+        if result.account_type == AccountType.CHECKING:
+            return Decision.NO_CHECKING_ACCOUNT
+        if result.account_type == AccountType.SAVINGS:
+            return Decision.NO_SAVINGS_ACCOUNT
+        return Decision.INVALID_FROM_ACCOUNT
+    return OUTCOME_DECISIONS[outcome.name]
+
+
+def _acquirer(text: str | None) -> str:
+    # Field 32 travels as given (LLVAR) but field 90 zero-pads it to 11 digits:
+    # keys use the form without leading zeros so both name the same acquirer.
+    return (text or "").lstrip("0")
+
+
+@dataclass
+class Session:
+    """Per-connection state: which terminals signed on over this connection."""
+
+    peer: str
+    signed_on: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    pin_tries_max: int = 3
+    pin_format_error_counts: bool = True
+    sign_on_required: bool = False
+    hsm_timeout_s: float = 1.0
+    cache_ttl_s: float = 5.0
+    cache_entries_max: int = 200_000
+
+
+@dataclass(slots=True)
+class Outcome_:
+    decision: Decision
+    result: Result | None = None
+    extra: dict[int, str] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, ledger: Ledger, hsm: Hsm, pvk: WrappedKey, metrics: Metrics,
+                 settings: PipelineSettings) -> None:
+        self._ledger = ledger
+        self._hsm = hsm
+        self._pvk = pvk
+        self._metrics = metrics
+        self._settings = settings
+        self._terminals: TtlCache[str, TerminalRecord] = TtlCache(
+            settings.cache_ttl_s, 100_000)
+        self._cards: TtlCache[str, CardRecord] = TtlCache(
+            settings.cache_ttl_s, settings.cache_entries_max)
+        self._keys: TtlCache[str, WrappedKey] = TtlCache(3600.0, 100_000)
+
+    # -- entry point ---------------------------------------------------------
+
+    async def handle(self, msg: IsoMessage, session: Session,
+                     raw: bytes = b"") -> IsoMessage | None:
+        """Answer one request. Returns None for messages that get no answer
+        (responses sent to us). Raises nothing for bad input."""
+        try:
+            mti = Mti.parse(msg.mti)
+        except FieldError:
+            self._metrics.decode_errors.labels(kind="mti").inc()
+            return None
+        if not mti.is_request and not mti.is_advice:
+            self._metrics.decode_errors.labels(kind="unexpected_mti").inc()
+            return None
+        if mti.msg_class == 8:
+            return await self._network(msg, session)
+        if mti.msg_class in (1, 2):
+            return await self._transaction(msg, mti, session, raw)
+        if mti.msg_class == 4:
+            return await self._reversal(msg, mti, raw)
+        return self._answer(msg, Outcome_(Decision.UNSUPPORTED_TRANSACTION), advice=mti.is_advice)
+
+    # -- helpers -------------------------------------------------------------
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._metrics.latency.labels(stage=name).observe(time.perf_counter() - start)
+
+    def _answer(self, msg: IsoMessage, out: Outcome_, *, advice: bool = False) -> IsoMessage:
+        code = response_code(out.decision, advice=advice)
+        result = out.result
+        approval = None
+        amounts: list[AdditionalAmount] = []
+        if result is not None:
+            if code == "00" and result.approval_code:
+                approval = result.approval_code
+            if result.ledger_balance is not None and result.available_balance is not None:
+                acct = result.account_type or AccountType.DEFAULT
+                currency = result.currency or msg.get(49) or ""
+                amounts = [
+                    AdditionalAmount(acct, AmountType.LEDGER, currency, result.ledger_balance),
+                    AdditionalAmount(acct, AmountType.AVAILABLE, currency,
+                                     result.available_balance),
+                ]
+        answer: IsoMessage = respond(msg, code.value, approval_code=approval,
+                                     additional_amounts=amounts, extra=out.extra or None)
+        return answer
+
+    async def _terminal(self, terminal_id: str) -> TerminalRecord | None:
+        record = self._terminals.get(terminal_id)
+        if record is None:
+            record = await self._ledger.terminal(terminal_id)
+            if record is not None:
+                self._terminals.put(terminal_id, record)
+        return record
+
+    async def _card(self, pan: str) -> CardRecord | None:
+        record = self._cards.get(pan)
+        if record is None:
+            record = await self._ledger.card_by_pan(pan)
+            if record is not None:
+                self._cards.put(pan, record)
+        return record
+
+    def _key(self, text: str) -> WrappedKey:
+        key = self._keys.get(text)
+        if key is None:
+            key = WrappedKey.from_text(text)
+            self._keys.put(text, key)
+        return key
+
+    def _deadline(self) -> float:
+        # The HSM interface takes an absolute time.monotonic() deadline.
+        return time.monotonic() + self._settings.hsm_timeout_s
+
+    def invalidate_terminal(self, terminal_id: str) -> None:
+        self._terminals.invalidate(terminal_id)
+
+    def _check_terminal(self, terminal: TerminalRecord | None, acquirer_id: str | None,
+                        session: Session | None) -> Decision | None:
+        if terminal is None:
+            return Decision.UNKNOWN_TERMINAL
+        if terminal.status != "active":
+            return Decision.TERMINAL_NOT_PERMITTED
+        if acquirer_id and terminal.acquirer_id and acquirer_id.lstrip("0") != \
+                terminal.acquirer_id.lstrip("0"):
+            return Decision.ACQUIRER_MISMATCH
+        if session is not None and (terminal.sign_on_required or self._settings.sign_on_required) \
+                and terminal.terminal_id not in session.signed_on:
+            return Decision.NOT_SIGNED_ON
+        return None
+
+    @staticmethod
+    def _check_card(card: CardRecord, expiry: str | None, now_yymm: str) -> Decision | None:
+        decision = CARD_STATUS_DECISIONS.get(card.status)
+        if decision is not None:
+            return decision
+        if card.status != "active":
+            return Decision.CARD_RESTRICTED
+        if card.expiry < now_yymm:
+            return Decision.CARD_EXPIRED
+        if expiry is not None and expiry != card.expiry:
+            return Decision.CARD_EXPIRED
+        return None
+
+    async def _verify_mac(self, msg: IsoMessage, raw: bytes,
+                          terminal: TerminalRecord) -> Decision | None:
+        from switch.security import verify_message_mac
+
+        with self._stage("mac"):
+            ok = await verify_message_mac(self._hsm, msg, raw, terminal, self._key,
+                                          self._deadline())
+        if ok is None:
+            return Decision.HSM_ERROR
+        if not ok:
+            self._metrics.mac_failures.inc()
+            return Decision.BAD_MAC
+        return None
+
+    async def _verify_pin(self, req: TransactionRequest, card: CardRecord,
+                          terminal: TerminalRecord) -> tuple[PinCheck, Decision | None]:
+        """Returns the ledger's pin_check ("ok"/"wrong") or a decision that ends the request."""
+        if req.pin_block is None:
+            return "none", Decision.FORMAT_ERROR
+        verification = PinVerification(
+            pin_block_hex=req.pin_block.hex,
+            pan=req.pan.digits,
+            pin_block_format=terminal.pin_block_format,
+            tpk=self._key(terminal.tpk) if terminal.tpk else self._pvk,
+            method=card.pin_method,
+            pvk=self._pvk,
+            pvki=card.pvki,
+            pvv=card.pvv,
+            offset=card.pin_offset,
+        )
+        if not terminal.tpk:
+            return "none", Decision.PIN_NOT_VERIFIABLE
+        with self._stage("pin"):
+            result = await self._hsm.verify_pin(verification, deadline_s=self._deadline())
+        if result == HsmResult.OK:
+            return "ok", None
+        if result == HsmResult.VERIFICATION_FAILED or result in PIN_FORMAT_RESULTS:
+            self._metrics.pin_failures.inc()
+            if counts_as_pin_try(result,
+                                 count_format_errors=self._settings.pin_format_error_counts):
+                return "wrong", None
+            return "none", Decision.PIN_WRONG
+        self._metrics.hsm_errors.labels(result=result.name.lower()).inc()
+        return "none", Decision.HSM_ERROR
+
+    async def _ledger_call(self, key: IdempotencyKey, call: object) -> Outcome_:
+        """Run a ledger coroutine; translate faults. An unknown commit outcome is
+        resolved through the idempotency key before answering."""
+        with self._stage("ledger"):
+            try:
+                result: Result = await call  # type: ignore[misc]
+            except RetriesExhausted:
+                self._metrics.ledger_errors.labels(kind="retries_exhausted").inc()
+                return Outcome_(Decision.ISSUER_UNAVAILABLE)
+            except LedgerUnavailable:
+                self._metrics.ledger_errors.labels(kind="unavailable").inc()
+                try:
+                    found = await self._ledger.find_result(key)
+                except LedgerError:
+                    return Outcome_(Decision.ISSUER_UNAVAILABLE)
+                if found is None:
+                    return Outcome_(Decision.ISSUER_UNAVAILABLE)
+                result = found
+            except LedgerError:
+                self._metrics.ledger_errors.labels(kind="error").inc()
+                log.exception("ledger call failed")
+                return Outcome_(Decision.SYSTEM_ERROR)
+        if result.replayed:
+            self._metrics.replays.inc()
+        return Outcome_(decision_for_outcome(result), result)
+
+    # -- 01xx / 02xx ---------------------------------------------------------
+
+    async def _transaction(self, msg: IsoMessage, mti: Mti, session: Session,
+                           raw: bytes) -> IsoMessage:
+        advice = mti.is_advice
+        try:
+            with self._stage("decode"):
+                req = TransactionRequest.from_iso(msg)
+        except FieldError as exc:
+            decision = (Decision.INVALID_CARD_NUMBER if exc.field in (2, 35)
+                        else Decision.FORMAT_ERROR)
+            return self._answer(msg, Outcome_(decision), advice=advice)
+        kind = self._op_kind(mti, req.processing.txn_type)
+        if kind is None:
+            return self._answer(msg, Outcome_(Decision.UNSUPPORTED_TRANSACTION), advice=advice)
+        if kind != OpKind.BALANCE_INQUIRY and req.amount <= 0:
+            return self._answer(msg, Outcome_(Decision.INVALID_AMOUNT), advice=advice)
+        out = await self._authorize(msg, raw, mti, req, kind, session)
+        return self._answer(msg, out, advice=advice)
+
+    @staticmethod
+    def _op_kind(mti: Mti, txn_type: str) -> OpKind | None:
+        if mti.msg_class == 1:
+            return OpKind.HOLD if txn_type == TxnType.WITHDRAWAL and not mti.is_advice else None
+        if mti.is_advice:
+            return OpKind.COMPLETION if txn_type == TxnType.WITHDRAWAL else None
+        return _FINANCIAL_OPS.get(txn_type)
+
+    async def _authorize(self, msg: IsoMessage, raw: bytes, mti: Mti, req: TransactionRequest,
+                         kind: OpKind, session: Session) -> Outcome_:
+        with self._stage("terminal"):
+            terminal = await self._terminal(req.terminal_id)
+        decision = self._check_terminal(terminal, req.acquirer_id, session)
+        if decision is not None:
+            return Outcome_(decision)
+        assert terminal is not None
+        if terminal.mac_required:
+            decision = await self._verify_mac(msg, raw, terminal)
+            if decision is not None:
+                return Outcome_(decision)
+        with self._stage("card"):
+            card = await self._card(req.pan.digits)
+        if card is None:
+            return Outcome_(Decision.UNKNOWN_CARD)
+        pin_check: PinCheck = "none"
+        if kind != OpKind.COMPLETION:
+            if not mti.is_repeat:
+                decision = self._check_card(card, req.expiry, time.strftime("%y%m", time.gmtime()))
+                if decision is not None:
+                    return Outcome_(decision)
+            pin_check, decision = await self._verify_pin(req, card, terminal)
+            if decision is not None:
+                return Outcome_(decision)
+        key = self._idempotency_key(req)
+        original = None
+        if kind == OpKind.COMPLETION:
+            original = self._original_ref(getattr(req, "original", None), req)
+        op = Operation(
+            kind=kind,
+            key=key,
+            card_id=card.card_id,
+            request_digest=self._digest(card.card_id, req),
+            from_account_type=req.processing.from_account,
+            to_account_type=req.processing.to_account,
+            amount=req.amount,
+            currency=req.currency,
+            rrn=req.rrn,
+            pin_check=pin_check,
+            pin_tries_max=self._settings.pin_tries_max,
+            original=original,
+        )
+        return await self._ledger_call(key, self._ledger.authorize(op))
+
+    @staticmethod
+    def _idempotency_key(req: TransactionRequest | ReversalRequest) -> IdempotencyKey:
+        return IdempotencyKey(
+            acquirer_id=_acquirer(req.acquirer_id),
+            terminal_id=req.terminal_id,
+            stan=req.stan,
+            transmission_dt=req.transmission_dt,
+        )
+
+    @staticmethod
+    def _digest(card_id: int, req: TransactionRequest | ReversalRequest) -> bytes:
+        # The digest binds the key to what was asked; the card id stands in for the PAN
+        # so that no PAN-derived value is stored unkeyed.
+        text = f"{card_id}|{req.processing.to_iso()}|{req.amount}|{req.currency}"
+        return hashlib.sha256(text.encode()).digest()
+
+    def _original_ref(self, original: OriginalData | None,
+                      req: TransactionRequest | ReversalRequest) -> OriginalRef:
+        """Field 90 names the original; zero-filled or absent, terminal + RRN do."""
+        key = None
+        if original is not None and not original.is_zero_filled:
+            try:
+                key = IdempotencyKey(
+                    acquirer_id=_acquirer(original.acquirer_id) or _acquirer(req.acquirer_id),
+                    terminal_id=req.terminal_id,
+                    stan=original.stan,
+                    transmission_dt=original.transmission_dt,
+                )
+            except AssertionError:
+                key = None
+        return OriginalRef(key=key, terminal_id=req.terminal_id, rrn=req.rrn)
+
+    # -- 04xx ----------------------------------------------------------------
+
+    async def _reversal(self, msg: IsoMessage, mti: Mti, raw: bytes) -> IsoMessage:
+        advice = mti.is_advice
+        try:
+            with self._stage("decode"):
+                req = ReversalRequest.from_iso(msg)
+        except FieldError:
+            return self._answer(msg, Outcome_(Decision.FORMAT_ERROR), advice=advice)
+        with self._stage("terminal"):
+            terminal = await self._terminal(req.terminal_id)
+        decision = self._check_terminal(terminal, req.acquirer_id, None)
+        if decision is not None:
+            return self._answer(msg, Outcome_(decision), advice=advice)
+        assert terminal is not None
+        if terminal.mac_required:
+            decision = await self._verify_mac(msg, raw, terminal)
+            if decision is not None:
+                return self._answer(msg, Outcome_(decision), advice=advice)
+        dispensed = None
+        if req.replacement is not None and req.replacement.actual_amount > 0:
+            dispensed = req.replacement.actual_amount
+            if dispensed > req.amount:
+                return self._answer(msg, Outcome_(Decision.REVERSAL_EXCEEDS_ORIGINAL),
+                                    advice=advice)
+        key = self._idempotency_key(req)
+        op = ReversalOp(
+            key=key,
+            original=self._original_ref(req.original, req),
+            amount_dispensed=dispensed,
+            is_advice=advice,
+            request_digest=self._digest(0, req),
+        )
+        out = await self._ledger_call(key, self._ledger.reverse(op))
+        return self._answer(msg, out, advice=advice)
+
+    # -- 08xx ----------------------------------------------------------------
+
+    async def _network(self, msg: IsoMessage, session: Session) -> IsoMessage:
+        try:
+            req = NetworkRequest.from_iso(msg)
+        except FieldError:
+            return self._answer(msg, Outcome_(Decision.FORMAT_ERROR))
+        code = req.info_code
+        self._metrics.network.labels(function=code if code in _NETWORK_CODES else "other").inc()
+        if code == "301":  # echo: link level, whatever terminal it names
+            return self._answer(msg, Outcome_(Decision.APPROVED))
+        if code == "201":  # cutover: business dates come from the ledger's clock
+            return self._answer(msg, Outcome_(Decision.APPROVED))
+        if code not in ("001", "002", "161", "162"):
+            return self._answer(msg, Outcome_(Decision.UNSUPPORTED_TRANSACTION))
+        if not req.terminal_id:
+            return self._answer(msg, Outcome_(Decision.FORMAT_ERROR))
+        terminal = await self._terminal(req.terminal_id)
+        decision = self._check_terminal(terminal, req.acquirer_id, None)
+        if decision is not None:
+            return self._answer(msg, Outcome_(decision))
+        assert terminal is not None
+        if code == "001":
+            session.signed_on.add(terminal.terminal_id)
+            return self._answer(msg, Outcome_(Decision.APPROVED))
+        if code == "002":
+            session.signed_on.discard(terminal.terminal_id)
+            return self._answer(msg, Outcome_(Decision.APPROVED))
+        return self._answer(msg, await self._key_change(terminal))
+
+    async def _key_change(self, terminal: TerminalRecord) -> Outcome_:
+        """New TPK from the HSM, stored under the master key, sent under the TMK.
+
+        Field 48 of the 0810 carries the new key under the terminal's TMK (hex)
+        followed by its 6-hex-digit check value.
+        """
+        if not terminal.tmk:
+            return Outcome_(Decision.UNSUPPORTED_TRANSACTION)
+        tmk = self._key(terminal.tmk)
+        algorithm = KeyAlgorithm.AES128 if tmk.algorithm.name.startswith("AES") \
+            else KeyAlgorithm.TDES2
+        try:
+            generated = await self._hsm.generate_key(KeyUsage.TPK, algorithm, tmk,
+                                                     deadline_s=self._deadline())
+        except HsmError as exc:
+            self._metrics.hsm_errors.labels(result=exc.result.name.lower()).inc()
+            return Outcome_(Decision.HSM_ERROR)
+        try:
+            await self._ledger.set_terminal_key(terminal.terminal_id, "tpk",
+                                                generated.wrapped.to_text())
+        except LedgerError:
+            return Outcome_(Decision.ISSUER_UNAVAILABLE)
+        self.invalidate_terminal(terminal.terminal_id)
+        assert generated.under_kek_hex is not None
+        return Outcome_(Decision.APPROVED,
+                        extra={48: generated.under_kek_hex.upper() + generated.kcv.upper()})
+
+
+_NETWORK_CODES = frozenset({"001", "002", "161", "162", "201", "301"})
