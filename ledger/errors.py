@@ -1,0 +1,48 @@
+"""The ledger's exception tree.
+
+Everything the ledger raises on purpose derives from :class:`LedgerError`.
+Driver errors (asyncpg, psycopg) are translated at the package boundary and
+never leave it; the original is kept as ``__cause__`` for logs.
+
+- :class:`LedgerUnavailable`: the database cannot be reached or the
+  connection broke mid-call (the outcome of that call is unknown: use
+  ``Ledger.find_result(key)``). The switch answers 91.
+- :class:`RetriesExhausted`: serialization failures or deadlocks outlasted the
+  retry bound. Nothing was committed. The switch answers 91.
+- :class:`SchemaOutdated`: the database schema is not at the head revision.
+- :class:`ProvisioningError`: a provisioning or admin request is invalid
+  (unknown card or terminal, conflicting data).
+- :class:`EmbeddedServerError`: the embedded PostgreSQL could not be
+  initialised, started or stopped.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error the ledger raises on purpose."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The database cannot be reached, or the connection was lost mid-call."""
+
+
+class RetriesExhausted(LedgerError):
+    """Serialization failures/deadlocks persisted past ``retries_max``."""
+
+    def __init__(self, attempts: int, sqlstate: str) -> None:
+        super().__init__(f"gave up after {attempts} attempts (last SQLSTATE {sqlstate})")
+        self.attempts = attempts
+        self.sqlstate = sqlstate
+
+
+class SchemaOutdated(LedgerError):
+    """The database schema is not at the migrations' head revision."""
+
+
+class ProvisioningError(LedgerError):
+    """A provisioning or admin request is invalid or names an unknown object."""
+
+
+class EmbeddedServerError(LedgerError):
+    """The embedded PostgreSQL could not be initialised, started or stopped."""

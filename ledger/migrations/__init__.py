@@ -1,0 +1,77 @@
+"""Schema migrations (Alembic), shipped inside the package.
+
+``upgrade(dsn)`` brings a database to the head revision (tables and the
+PL/pgSQL functions); ``schema_is_current`` tells whether it is there.
+Both raise :class:`ledger.errors.LedgerUnavailable` when the database
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import sqlalchemy.exc
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+
+from ledger.errors import LedgerUnavailable
+
+_HERE = Path(__file__).resolve().parent
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    for prefix in ("postgresql://", "postgres://"):
+        if dsn.startswith(prefix):
+            return "postgresql+psycopg://" + dsn[len(prefix):]
+    return dsn
+
+
+def alembic_config(dsn: str | None = None) -> Config:
+    config = Config(str(_HERE / "alembic.ini"))
+    config.set_main_option("script_location", str(_HERE))
+    if dsn is not None:
+        # configparser interpolation: a literal % must be doubled.
+        config.set_main_option("sqlalchemy.url", sqlalchemy_url(dsn).replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
+def upgrade(dsn: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``. Raises LedgerUnavailable."""
+    try:
+        command.upgrade(alembic_config(dsn), revision)
+    except sqlalchemy.exc.OperationalError as exc:
+        raise LedgerUnavailable("cannot run migrations: database unreachable") from exc
+
+
+async def current_revision(conn: Any) -> str | None:
+    exists = await conn.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+    if not exists:
+        return None
+    value = await conn.fetchval("SELECT version_num FROM alembic_version")
+    return None if value is None else str(value)
+
+
+async def schema_is_current(conn_or_dsn: Any) -> bool:
+    """True when the database is at the head revision.
+
+    Accepts an asyncpg connection (or pool) or a DSN. Raises LedgerUnavailable.
+    """
+    try:
+        if isinstance(conn_or_dsn, str):
+            conn = await asyncpg.connect(conn_or_dsn)
+            try:
+                return await current_revision(conn) == head_revision()
+            finally:
+                await conn.close()
+        return await current_revision(conn_or_dsn) == head_revision()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise LedgerUnavailable("cannot read the schema revision") from exc

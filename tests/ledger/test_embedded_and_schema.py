@@ -1,0 +1,85 @@
+"""The embedded server and the migrations, against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import asyncpg
+import psycopg
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, pool
+
+from ledger.embedded import EmbeddedPostgres
+from ledger.migrations import head_revision, schema_is_current, sqlalchemy_url, upgrade
+from ledger.schema import metadata
+
+
+def test_server_is_durable_and_sized(pg_dsn: str) -> None:
+    with psycopg.connect(pg_dsn) as conn:
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+            (["fsync", "synchronous_commit", "full_page_writes", "max_connections",
+              "listen_addresses"],),
+        ).fetchall())
+    assert settings == {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on",
+                        "max_connections": "200", "listen_addresses": "127.0.0.1"}
+
+
+def test_pgbench_is_shipped(pg_server: EmbeddedPostgres) -> None:
+    assert pg_server.pgbench_path().exists()
+
+
+async def test_fresh_database_is_at_head(fresh_dsn: str) -> None:
+    assert await schema_is_current(fresh_dsn)
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        assert await schema_is_current(conn)
+    finally:
+        await conn.close()
+
+
+async def test_empty_database_is_not_current(pg_server: EmbeddedPostgres) -> None:
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE empty_schema_check")
+    dsn = pg_server.dsn_for("empty_schema_check")
+    assert not await schema_is_current(dsn)
+    upgrade(dsn)
+    assert await schema_is_current(dsn)
+    upgrade(dsn)  # idempotent
+    assert head_revision()
+
+
+def test_migrations_match_the_sqlalchemy_schema(fresh_dsn: str) -> None:
+    engine = create_engine(sqlalchemy_url(fresh_dsn), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_restart_reuses_data_dir_and_port() -> None:
+    root = Path(tempfile.mkdtemp(prefix="atm-switch-pg-restart-"))
+    server = EmbeddedPostgres(root / "pg")
+    try:
+        dsn = server.start()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kept (v int)")
+            conn.execute("INSERT INTO kept VALUES (42)")
+        port = server.port
+        server.stop()
+        assert not server.is_running()
+        again = EmbeddedPostgres(root / "pg")
+        assert again.start() == dsn
+        assert again.port == port
+        dsn = again.restart_immediate()
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT v FROM kept").fetchone() == (42,)
+        again.stop()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
