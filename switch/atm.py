@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hsm.terminal import encrypt_pin_block
+from hsm.terminal import encrypt_pin_block, retail_mac
 from messages.codec import IsoMessage, decode, encode
 from messages.errors import DecodeError, EmptyFrame, FramingError
 from messages.fields import OriginalData, ReplacementAmounts
@@ -256,6 +256,14 @@ class AtmClient:
             fields[95] = ReplacementAmounts(actual_amount=dispensed, settlement_amount=dispensed,
                                             transaction_fee=0, settlement_fee=0).to_iso()
         return IsoMessage(mti, fields)
+
+    def with_mac(self, msg: IsoMessage, tak_hex: str) -> IsoMessage:
+        """`msg` with field 64 set to the X9.19 retail MAC of the message as it will
+        travel, up to (not including) the MAC field."""
+        placeholder = msg.with_fields({64: "0" * 16})
+        raw = encode(placeholder, self._profile)
+        tail = 16 if self.config.profile == "ascii" else 8
+        return msg.with_fields({64: retail_mac(tak_hex, raw[:-tail])[:16].upper()})
 
     def repeat_of(self, reversal: IsoMessage) -> IsoMessage:
         """The repeat (0401/0421/0201/0221) of a message: same fields, MTI origin 1."""

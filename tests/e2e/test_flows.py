@@ -1,0 +1,386 @@
+"""End to end over real TCP against a real switch process: every MTI, every code.
+
+Each test uses its own card (see conftest.CARDS) so tests do not depend on
+each other's balances or counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from hsm.terminal import encrypt_pin_block
+from messages.codec import IsoMessage
+from messages.fields import parse_additional_amounts
+from switch.atm import AtmClient, CardData
+from switch.demo import demo_pan
+from tests.e2e.conftest import atm_config
+from tests.e2e.harness import TPK, SwitchProcess, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def card(n: int, expiry: str = "3012") -> CardData:
+    return CardData(pan=demo_pan(n), expiry=expiry)
+
+
+def balances(msg: IsoMessage) -> dict[str, int]:
+    blocks = parse_additional_amounts(msg.get(54) or "")
+    return {b.amount_type: b.amount for b in blocks}
+
+
+async def connect(proc: SwitchProcess, terminal_id: str, port: int | None = None,
+                  **extra: object) -> AtmClient:
+    client = AtmClient(atm_config(terminal_id, **extra))
+    await client.connect("127.0.0.1", port or proc.port)
+    return client
+
+
+# -- 0800 --------------------------------------------------------------------
+
+
+async def test_echo_sign_on_sign_off(atm: AtmClient) -> None:
+    for code in ("301", "001", "002", "201"):
+        ex = await atm.send(atm.network(code))
+        assert ex.response.mti == "0810"
+        assert ex.code == "00", code
+        assert ex.response.get(70) == code
+        assert ex.response.get(11) == ex.request.get(11)
+
+
+async def test_echo_needs_no_known_terminal(switch_proc: SwitchProcess) -> None:
+    client = await connect(switch_proc, "NOSUCH01")
+    try:
+        ex = await client.send(client.network("301"))
+        assert ex.code == "00"
+        ex = await client.send(client.network("001"))
+        assert ex.code == "58"
+    finally:
+        await client.close()
+
+
+async def test_unknown_network_function_is_invalid(atm: AtmClient) -> None:
+    ex = await atm.send(atm.network("999"))
+    assert ex.code == "12"
+
+
+async def test_sign_on_required_terminal(switch_proc: SwitchProcess) -> None:
+    client = await connect(switch_proc, "ATM00002")
+    try:
+        ex = await client.send(client.balance_inquiry(card(15), "1234"))
+        assert ex.code == "58"
+        assert (await client.send(client.network("001"))).code == "00"
+        ex = await client.send(client.balance_inquiry(card(15), "1234"))
+        assert ex.code == "00"
+        assert (await client.send(client.network("002"))).code == "00"
+        ex = await client.send(client.balance_inquiry(card(15), "1234"))
+        assert ex.code == "58"
+    finally:
+        await client.close()
+
+
+async def test_key_change_delivers_a_new_tpk_under_the_tmk(switch_proc: SwitchProcess) -> None:
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    from tests.e2e.harness import TMK
+
+    client = await connect(switch_proc, "ATM00007", pin_block_format=3)
+    try:
+        ex = await client.send(client.network("161"))
+        assert ex.code == "00"
+        field48 = ex.response.get(48) or ""
+        assert re.fullmatch(r"[0-9A-F]{32}[0-9A-F]{6}", field48), "key + KCV in field 48"
+        decryptor = Cipher(TripleDES(bytes.fromhex(TMK)), modes.ECB()).decryptor()  # noqa: S305
+        new_tpk = decryptor.update(bytes.fromhex(field48[:32])) + decryptor.finalize()
+        encryptor = Cipher(TripleDES(new_tpk), modes.ECB()).encryptor()  # noqa: S305
+        kcv = (encryptor.update(bytes(8)) + encryptor.finalize())[:3].hex().upper()
+        assert kcv == field48[32:]
+        # The old key no longer verifies PINs; the new one does.
+        ex = await client.send(client.balance_inquiry(card(16), "1234"))
+        assert ex.code == "55"
+        client.config.tpk_hex = new_tpk.hex().upper()
+        ex = await client.send(client.balance_inquiry(card(16), "1234"))
+        assert ex.code == "00"
+    finally:
+        await client.close()
+
+
+# -- 0200 --------------------------------------------------------------------
+
+
+async def test_withdrawal_approved_with_balances(atm: AtmClient) -> None:
+    ex = await atm.send(atm.withdrawal(card(1), 2_000, "1234"))
+    r = ex.response
+    assert r.mti == "0210"
+    assert ex.code == "00"
+    assert re.fullmatch(r"[0-9A-Z]{6}", r.get(38) or "")
+    for n in (2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 49):
+        assert r.get(n) == ex.request.get(n), f"field {n} echoed"
+    assert r.get(52) is None and r.get(35) is None, "no PIN or track data in responses"
+    amounts = balances(r)
+    assert amounts["01"] == 98_000
+    assert amounts["02"] == 98_000
+
+
+async def test_balance_inquiry_both_processing_codes(atm: AtmClient) -> None:
+    for code in ("30", "31"):
+        msg = atm.financial(card(17), processing=f"{code}0000", amount=0, pin="1234")
+        ex = await atm.send(msg)
+        assert ex.code == "00"
+        assert balances(ex.response)["02"] == 100_000
+        assert ex.response.get(38) is not None
+
+
+async def test_savings_account_and_missing_account(atm: AtmClient) -> None:
+    ex = await atm.send(atm.balance_inquiry(card(10), "1234", account="10"))
+    assert ex.code == "00"
+    assert balances(ex.response)["02"] == 30_000
+    ex = await atm.send(atm.balance_inquiry(card(17), "1234", account="10"))
+    assert ex.code == "53"
+
+
+async def test_ibm3624_offset_card(atm: AtmClient) -> None:
+    assert (await atm.send(atm.balance_inquiry(card(11), "1234"))).code == "00"
+    assert (await atm.send(atm.balance_inquiry(card(11), "4321"))).code == "55"
+
+
+@pytest.mark.parametrize(("n", "code"), [(2, "41"), (3, "43"), (4, "62")])
+async def test_card_status_codes(atm: AtmClient, n: int, code: str) -> None:
+    ex = await atm.send(atm.withdrawal(card(n), 1_000, "1234"))
+    assert ex.code == code
+    assert ex.response.get(38) is None
+
+
+async def test_expired_card(atm: AtmClient) -> None:
+    ex = await atm.send(atm.withdrawal(card(5, expiry="2001"), 1_000, "1234"))
+    assert ex.code == "54"
+
+
+async def test_unknown_and_invalid_card_numbers(atm: AtmClient) -> None:
+    unknown = CardData(pan="4000000000000002", expiry="3012")
+    assert (await atm.send(atm.withdrawal(unknown, 1_000, "1234"))).code == "14"
+    bad_luhn = atm.withdrawal(card(1), 1_000, "1234").with_fields(
+        {2: demo_pan(1)[:-1] + str((int(demo_pan(1)[-1]) + 1) % 10)})
+    assert (await atm.send(bad_luhn)).code == "14"
+
+
+async def test_insufficient_funds_returns_balance(atm: AtmClient) -> None:
+    ex = await atm.send(atm.withdrawal(card(6), 5_000, "1234"))
+    assert ex.code == "51"
+    assert balances(ex.response)["02"] == 1_000
+
+
+async def test_amount_limits(atm: AtmClient) -> None:
+    assert (await atm.send(atm.withdrawal(card(13), 6_000, "1234"))).code == "61"
+    assert (await atm.send(atm.withdrawal(card(14), 6_000, "1234"))).code == "00"
+    assert (await atm.send(atm.withdrawal(card(14), 6_000, "1234"))).code == "61"
+
+
+async def test_frequency_limit(atm: AtmClient) -> None:
+    assert (await atm.send(atm.withdrawal(card(7), 100, "1234"))).code == "00"
+    assert (await atm.send(atm.withdrawal(card(7), 100, "1234"))).code == "00"
+    assert (await atm.send(atm.withdrawal(card(7), 100, "1234"))).code == "65"
+
+
+async def test_wrong_pin_then_tries_exceeded_then_admin_reset(
+        atm: AtmClient, switch_proc: SwitchProcess) -> None:
+    for _ in range(2):
+        assert (await atm.send(atm.withdrawal(card(8), 1_000, "9999"))).code == "55"
+    assert (await atm.send(atm.withdrawal(card(8), 1_000, "9999"))).code == "75"
+    # Even the right PIN is refused now.
+    assert (await atm.send(atm.withdrawal(card(8), 1_000, "1234"))).code == "75"
+    result = await asyncio.to_thread(run_cli, ["card", "reset-pin-tries", demo_pan(8)],
+                                     switch_proc.dsn)
+    assert result.returncode == 0, result.stderr
+    assert demo_pan(8) not in result.stdout + result.stderr
+    assert (await atm.send(atm.withdrawal(card(8), 1_000, "1234"))).code == "00"
+
+
+async def test_zero_amount_and_unsupported_transaction(atm: AtmClient) -> None:
+    assert (await atm.send(atm.withdrawal(card(1), 0, "1234"))).code == "13"
+    msg = atm.financial(card(1), processing="380000", amount=0, pin="1234")
+    assert (await atm.send(msg)).code == "12"
+    msg = atm.financial(card(1), processing="990000", amount=100, pin="1234")
+    assert (await atm.send(msg)).code == "12"
+
+
+async def test_missing_mandatory_field_is_format_error(atm: AtmClient) -> None:
+    msg = atm.withdrawal(card(1), 1_000, "1234").with_fields({4: None})
+    assert (await atm.send(msg)).code == "30"
+    msg = atm.withdrawal(card(1), 1_000, "1234").with_fields({52: None})
+    assert (await atm.send(msg)).code == "30"
+
+
+async def test_unknown_and_inactive_terminals(switch_proc: SwitchProcess) -> None:
+    for tid in ("NOSUCH02", "ATM00006"):
+        client = await connect(switch_proc, tid)
+        try:
+            ex = await client.send(client.withdrawal(card(1), 1_000, "1234"))
+            assert ex.code == "58", tid
+        finally:
+            await client.close()
+
+
+async def test_hsm_fault_is_system_malfunction(switch_proc: SwitchProcess) -> None:
+    # ATM00004 is configured for format 4 (AES) but holds a TDES TPK.
+    client = await connect(switch_proc, "ATM00004")
+    try:
+        ex = await client.send(client.withdrawal(card(1), 1_000, "1234"))
+        assert ex.code == "96"
+    finally:
+        await client.close()
+
+
+async def test_pin_block_format_1(switch_proc: SwitchProcess) -> None:
+    client = await connect(switch_proc, "ATM00005", pin_block_format=1)
+    try:
+        assert (await client.send(client.balance_inquiry(card(18), "1234"))).code == "00"
+    finally:
+        await client.close()
+
+
+# -- duplicates and repeats --------------------------------------------------
+
+
+async def test_repeat_replays_and_mismatch_is_94(atm: AtmClient) -> None:
+    first = await atm.send(atm.withdrawal(card(12), 3_000, "1234"))
+    assert first.code == "00"
+    again = await atm.send(first.request)
+    assert again.code == "00"
+    assert again.response.get(38) == first.response.get(38)
+    assert balances(again.response) == balances(first.response)
+    repeat = await atm.send(atm.repeat_of(first.request))
+    assert repeat.response.mti == "0210"
+    assert repeat.code == "00"
+    assert repeat.response.get(38) == first.response.get(38)
+    changed = first.request.with_fields({4: f"{4_000:012d}"})
+    assert (await atm.send(changed)).code == "94"
+    after = await atm.send(atm.balance_inquiry(card(12), "1234"))
+    assert balances(after.response)["01"] == 97_000, "posted exactly once"
+
+
+# -- 0100 / 0220 ---------------------------------------------------------------
+
+
+async def test_hold_then_completion(atm: AtmClient) -> None:
+    hold = atm.financial(card(9), processing="010000", amount=5_000, pin="1234", mti="0100")
+    ex = await atm.send(hold)
+    assert ex.response.mti == "0110"
+    assert ex.code == "00"
+    assert balances(ex.response)["02"] == 95_000
+    assert balances(ex.response)["01"] == 100_000
+    completion = atm.financial(card(9), processing="010000", amount=4_000, pin=None,
+                               mti="0220", extra={90: atm.reversal(hold).get(90) or ""})
+    done = await atm.send(completion)
+    assert done.response.mti == "0230"
+    assert done.code == "00"
+    after = await atm.send(atm.balance_inquiry(card(9), "1234"))
+    assert balances(after.response)["01"] == 96_000
+    assert balances(after.response)["02"] == 96_000
+
+
+# -- 0400 / 0420 ---------------------------------------------------------------
+
+
+async def test_full_and_partial_reversals(atm: AtmClient) -> None:
+    first = await atm.send(atm.withdrawal(card(15), 10_000, "1234"))
+    assert first.code == "00"
+    rev = await atm.send(atm.reversal(first.request))
+    assert rev.response.mti == "0430"
+    assert rev.code == "00"
+    repeat = await atm.send(atm.reversal(first.request, repeat=True))
+    assert repeat.response.mti == "0431"
+    assert repeat.code == "00"
+    second = await atm.send(atm.withdrawal(card(15), 10_000, "1234"))
+    assert second.code == "00"
+    partial = await atm.send(atm.reversal(second.request, dispensed=4_000, advice=False))
+    assert partial.response.mti == "0410"
+    assert partial.code == "00"
+    after = await atm.send(atm.balance_inquiry(card(15), "1234"))
+    assert balances(after.response)["01"] == 100_000 - 4_000
+
+
+async def test_reversal_without_original(atm: AtmClient) -> None:
+    ghost = atm.withdrawal(card(16), 1_000, "1234")
+    request = await atm.send(atm.reversal(ghost, advice=False))
+    assert request.code == "25"
+    ghost2 = atm.withdrawal(card(16), 1_000, "1234")
+    advice = await atm.send(atm.reversal(ghost2))
+    assert advice.code == "00"
+    # The tombstone declines the late original.
+    late = await atm.send(ghost2)
+    assert late.code != "00"
+
+
+async def test_partial_reversal_above_original_is_13(atm: AtmClient) -> None:
+    first = await atm.send(atm.withdrawal(card(17), 1_000, "1234"))
+    assert first.code == "00"
+    rev = await atm.send(atm.reversal(first.request, dispensed=5_000, advice=False))
+    assert rev.code == "13"
+
+
+# -- wire variants ---------------------------------------------------------------
+
+
+async def test_binary_profile_and_ascii_length_listener(switch_proc: SwitchProcess) -> None:
+    client = await connect(switch_proc, "ATM00001", port=switch_proc.ports["binary"],
+                           profile="binary", length_header="ascii4")
+    try:
+        assert (await client.send(client.network("301"))).code == "00"
+        ex = await client.send(client.balance_inquiry(card(18), "1234"))
+        assert ex.code == "00"
+    finally:
+        await client.close()
+
+
+async def test_pipelined_requests_on_one_connection(atm: AtmClient) -> None:
+    requests = [atm.balance_inquiry(card(18), "1234") for _ in range(20)]
+    results = await asyncio.gather(*(atm.send(r) for r in requests))
+    assert [r.code for r in results] == ["00"] * 20
+    assert {r.response.get(11) for r in results} == {r.get(11) for r in requests}
+
+
+async def test_over_the_in_flight_bound_sheds_with_91(switch_proc: SwitchProcess) -> None:
+    client = await connect(switch_proc, "ATM00001", port=switch_proc.ports["tight"])
+    try:
+        requests = [client.balance_inquiry(card(18), "1234") for _ in range(10)]
+        results = await asyncio.gather(*(client.send(r) for r in requests))
+        codes = [r.code for r in results]
+        assert "91" in codes
+        assert set(codes) <= {"00", "91"}
+    finally:
+        await client.close()
+
+
+async def test_many_concurrent_connections(switch_proc: SwitchProcess) -> None:
+    clients = [AtmClient(atm_config()) for _ in range(200)]
+    await asyncio.gather(*(c.connect("127.0.0.1", switch_proc.port) for c in clients))
+    try:
+        results = await asyncio.gather(*(c.send(c.network("301"), timeout_s=30) for c in clients))
+        assert all(r.code == "00" for r in results)
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+
+
+def test_pin_block_helper_matches_client() -> None:
+    # The ATM client and the HSM's terminal helper build the same block.
+    assert len(encrypt_pin_block(TPK, "1234", demo_pan(1), 0)) == 16
+
+
+async def test_mac_required_terminal(switch_proc: SwitchProcess) -> None:
+    from tests.e2e.harness import TAK
+
+    client = await connect(switch_proc, "ATM00003")
+    try:
+        msg = client.balance_inquiry(card(18), "1234")
+        assert (await client.send(msg)).code == "63", "no MAC"
+        signed = client.with_mac(client.balance_inquiry(card(18), "1234"), TAK)
+        assert (await client.send(signed)).code == "00"
+        forged = client.with_mac(client.balance_inquiry(card(18), "1234"), TAK)
+        forged = forged.with_fields({64: "0123456789ABCDEF"})
+        assert (await client.send(forged)).code == "63"
+    finally:
+        await client.close()
