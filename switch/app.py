@@ -89,6 +89,7 @@ async def open_ledger(config: SwitchConfig, db: Database, secrets: Secrets,
 class SwitchApp:
     config: SwitchConfig
     reuse_port: bool = False
+    worker_index: int = 0
     metrics: Metrics = field(default_factory=Metrics)
     bound: list[tuple[str, int]] = field(default_factory=list)
     metrics_bound: tuple[str, int] | None = None
@@ -122,16 +123,19 @@ class SwitchApp:
         self._server = SwitchServer(state, config.listeners, reuse_port=self.reuse_port)
         self.bound = await self._server.start()
         http = OperatorHttp(self.metrics, self._ready)
-        self.metrics_bound = await http.start(config.metrics_host, config.metrics_port)
+        self.metrics_bound = await http.start(config.metrics_host, config.metrics_port,
+                                              reuse_port=self.reuse_port)
         self._http = http
+        for host, port in self.bound:
+            log.info("listening for ATMs on %s:%d", host, port)
+        log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
         loop = asyncio.get_running_loop()
+        if self.worker_index != 0:
+            return  # background jobs run in one worker only
         self._jobs.append(loop.create_task(self._every(config.fold_interval_s, "fold",
                                                        self._ledger.fold_hot_accounts)))
         self._jobs.append(loop.create_task(self._every(config.hold_expiry_interval_s, "holds",
                                                        self._ledger.expire_holds)))
-        for host, port in self.bound:
-            log.info("listening for ATMs on %s:%d", host, port)
-        log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
 
     async def _ready(self) -> tuple[bool, str]:
         if self._ledger is None or self._db is None:
@@ -175,8 +179,9 @@ class SwitchApp:
         if self._http is not None:
             await self._http.stop()  # type: ignore[attr-defined]
         if self._ledger is not None:
-            with contextlib.suppress(Exception):
-                await self._ledger.fold_hot_accounts()
+            if self.worker_index == 0:
+                with contextlib.suppress(Exception):
+                    await self._ledger.fold_hot_accounts()
             await self._ledger.close()
         if self._db is not None:
             await asyncio.to_thread(self._db.close)

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the authorization host")
     _db_options(serve)
     _listen_options(serve)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="switch processes sharing the port (SO_REUSEPORT); default 1")
 
     prov = sub.add_parser("provision", help="load terminals and cards from a JSON file")
     prov.add_argument("file", type=Path)
@@ -372,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atm-switch: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logs.configure(config.log_level, config.log_json)
+    if args.command == "serve" and args.workers > 1:
+        from switch.workers import serve_workers
+
+        return serve_workers(config, args.workers)
     command: dict[str, Callable[[], Awaitable[int]]] = {
         "demo": lambda: _demo(config),
         "serve": lambda: _serve(config),

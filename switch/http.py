@@ -27,9 +27,10 @@ class OperatorHttp:
         self._server: asyncio.Server | None = None
         self._open = 0
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._handle, host, port,
-                                                  limit=REQUEST_BYTES_MAX)
+                                                  limit=REQUEST_BYTES_MAX,
+                                                  reuse_port=reuse_port or None)
         sock = self._server.sockets[0].getsockname()
         return sock[0], sock[1]
 

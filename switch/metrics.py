@@ -7,7 +7,16 @@ PAN, card or per-terminal identifier.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
                      0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -29,10 +38,14 @@ class Metrics:
             "atm_switch_authorization_duration_seconds",
             "Time spent per stage of the authorization pipeline.",
             ["stage"], buckets=LATENCY_BUCKETS_S, registry=r)
+        # With several worker processes (PROMETHEUS_MULTIPROC_DIR set), gauges are
+        # summed over the live workers.
         self.in_flight = Gauge(
-            "atm_switch_in_flight_requests", "Requests being processed now.", registry=r)
+            "atm_switch_in_flight_requests", "Requests being processed now.", registry=r,
+            multiprocess_mode="livesum")
         self.connections = Gauge(
-            "atm_switch_connections", "Open ATM/acquirer connections.", ["listener"], registry=r)
+            "atm_switch_connections", "Open ATM/acquirer connections.", ["listener"], registry=r,
+            multiprocess_mode="livesum")
         self.connections_opened = Counter(
             "atm_switch_connections_opened_total", "Connections accepted.", ["listener"],
             registry=r)
@@ -67,4 +80,8 @@ class Metrics:
             ["function"], registry=r)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined)
         return generate_latest(self.registry)

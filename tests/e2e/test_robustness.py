@@ -121,9 +121,12 @@ async def test_metrics_page_parses_and_has_the_documented_metrics(
 async def test_health_endpoints(switch_proc: SwitchProcess) -> None:
     import urllib.request
 
-    for path in ("/healthz", "/readyz"):
+    def status(path: str) -> int:
         with urllib.request.urlopen(switch_proc.url(path), timeout=5) as resp:
-            assert resp.status == 200
+            return int(resp.status)
+
+    for path in ("/healthz", "/readyz"):
+        assert await asyncio.to_thread(status, path) == 200
 
 
 async def test_client_timeout_raises_cleanly(switch_proc: SwitchProcess) -> None:
