@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hsm._crypto import BlockKey, has_odd_parity
-from hsm.errors import KeyMaterialError, KeyParityError, MasterKeyUnavailable
+from hsm.errors import KeyMaterialError, KeyParityError, KeyUsageError, MasterKeyUnavailable
 from hsm.results import HsmResult
 
 MASTER_KEY_ENV = "ATM_SWITCH_MASTER_KEY"
@@ -84,6 +84,14 @@ _KEY_BYTES = {
     KeyAlgorithm.AES192: 24,
     KeyAlgorithm.AES256: 32,
 }
+
+
+def as_usage(value: str) -> KeyUsage:
+    """A KeyUsage from itself or its name. Raises KeyUsageError for anything else."""
+    try:
+        return KeyUsage(value)
+    except ValueError:
+        raise KeyUsageError("unknown key usage") from None
 
 
 def algorithm_for_length(key_bytes: int) -> KeyAlgorithm:

@@ -48,7 +48,10 @@ def _check_data(data: bytes) -> None:
 def compute(algorithm: MacAlgorithm, key: bytes, is_aes: bool, data: bytes) -> bytes:
     """The full-block MAC (8 bytes TDES, 16 bytes AES). Raises MacError, KeyMaterialError."""
     _check_data(data)
-    algorithm = MacAlgorithm(algorithm)
+    try:
+        algorithm = MacAlgorithm(algorithm)
+    except ValueError:
+        raise MacError("unknown MAC algorithm") from None
     block = 16 if is_aes else 8
     if algorithm is MacAlgorithm.CMAC:
         return BlockKey(key, is_aes=is_aes).cmac(bytes(data))

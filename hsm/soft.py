@@ -18,7 +18,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
-from hsm import mac, pinblock, pinverify
+from hsm import cvv, dukpt, mac, pinblock, pinverify
 from hsm._crypto import BlockKey, with_odd_parity
 from hsm.errors import HsmError, KcvMismatch, KeyMaterialError, KeyUsageError
 from hsm.keys import (
@@ -30,6 +30,7 @@ from hsm.keys import (
     MasterKey,
     WrappedKey,
     algorithm_for_length,
+    as_usage,
     check_clear_key,
     compute_kcv,
     parse_hex,
@@ -54,7 +55,9 @@ class PinVerification:
     ``method`` "pvv" needs ``pvki`` and ``pvv``; "ibm3624" needs ``offset`` and takes
     ``decimalisation_table``, ``pin_check_length`` (default: the offset length) and
     ``validation_data`` (hex, default: the PAN's leftmost 16 digits) padded with
-    ``pad_char`` to 16 digits. ``tpk`` is the key the PIN block is under (TPK or ZPK).
+    ``pad_char`` to 16 digits. ``tpk`` is the key the PIN block is under (TPK or ZPK);
+    with a ``ksn`` it is instead the DUKPT BDK the terminal's key derives from
+    (``dukpt_key_algorithm``: see :meth:`SoftHsm.translate_pin`).
     """
 
     pin_block_hex: str = field(repr=False)
@@ -72,6 +75,8 @@ class PinVerification:
     pin_check_length: int | None = None
     validation_data: str | None = field(default=None, repr=False)
     pad_char: str = "F"
+    ksn: str | None = None
+    dukpt_key_algorithm: KeyAlgorithm | None = None
 
     def __repr__(self) -> str:
         return (
@@ -140,7 +145,7 @@ class SoftHsm:
         clear = parse_hex(clear_hex, "clear key")
         algo = algorithm if algorithm is not None else algorithm_for_length(len(clear))
         check_clear_key(algo, clear)
-        return self._master.wrap(KeyUsage(usage), algo, clear)
+        return self._master.wrap(as_usage(usage), algo, clear)
 
     def import_key(
         self,
@@ -165,7 +170,7 @@ class SoftHsm:
         expected = compute_kcv(algo, clear)
         if not hmac.compare_digest(expected, kcv.strip().upper()[: len(expected)]):
             raise KcvMismatch("imported key does not match its check value")
-        return self._master.wrap(KeyUsage(usage), algo, clear)
+        return self._master.wrap(as_usage(usage), algo, clear)
 
     def generate_key(
         self, usage: KeyUsage, algorithm: KeyAlgorithm, kek: WrappedKey | None = None
@@ -180,7 +185,7 @@ class SoftHsm:
         if not algorithm.is_aes:
             clear = with_odd_parity(clear)
         check_clear_key(algorithm, clear)
-        wrapped = self._master.wrap(KeyUsage(usage), algorithm, clear)
+        wrapped = self._master.wrap(as_usage(usage), algorithm, clear)
         under = None
         if kek_key is not None:
             if len(clear) % kek_key.block_bytes:
@@ -190,16 +195,66 @@ class SoftHsm:
 
     # ------------------------------------------------------------------ PIN
 
-    def _decrypt_pin(self, key: WrappedKey, fmt: int, block_hex: str, pan: str,
-                     allowed: Collection[KeyUsage] = PIN_ENCRYPTING_USAGES) -> str:
+    @staticmethod
+    def _decrypt_pin(key: BlockKey, fmt: int, block_hex: str, pan: str) -> str:
         block = pinblock.parse_block_hex(block_hex, fmt)
-        return pinblock.decrypt(self._block_key(key, allowed), fmt, block, pan)
+        return pinblock.decrypt(key, fmt, block, pan)
+
+    def _pin_source_key(
+        self,
+        key: WrappedKey,
+        fmt: int,
+        ksn: str | None,
+        dukpt_key_algorithm: KeyAlgorithm | None,
+    ) -> BlockKey:
+        """The key a PIN block arrived under: a TPK/ZPK, or with a KSN the DUKPT PIN key
+        derived from a BDK."""
+        if ksn is None:
+            return self._block_key(key, PIN_ENCRYPTING_USAGES)
+        bdk = self._block_key(key, (KeyUsage.BDK,)).key
+        if key.algorithm is KeyAlgorithm.TDES2:
+            return BlockKey(dukpt.tdes_pin_key(bdk, ksn), is_aes=False)
+        if not key.algorithm.is_aes:
+            raise KeyMaterialError("TDES DUKPT needs a double-length BDK")
+        working = dukpt_key_algorithm
+        if working is None:
+            working = key.algorithm if fmt == 4 else KeyAlgorithm.TDES2
+        clear = dukpt.aes_pin_key(bdk, key.algorithm, ksn, working)
+        return BlockKey(clear, is_aes=working.is_aes)
+
+    def translate_pin(
+        self,
+        source_key: WrappedKey,
+        source_format: int,
+        pin_block_hex: str,
+        pan: str,
+        dest_key: WrappedKey,
+        dest_format: int,
+        *,
+        ksn: str | None = None,
+        dukpt_key_algorithm: KeyAlgorithm | None = None,
+    ) -> str:
+        """Re-encrypt a PIN block from a TPK or ZPK (or, with ``ksn``, from the DUKPT key
+        of a BDK) to a ZPK, converting its format. Returns upper-case hex; the PIN never
+        leaves in clear.
+
+        With an AES BDK the terminal's working key is ``dukpt_key_algorithm``, by default
+        the BDK's own AES size for format 4 and double-length TDES for formats 0, 1, 3.
+        Raises KeyUsageError, KeyMaterialError, PinBlockError, HsmError (15 for a bad KSN).
+        """
+        dest = self._block_key(dest_key, (KeyUsage.ZPK,))
+        source = self._pin_source_key(source_key, source_format, ksn, dukpt_key_algorithm)
+        pin = self._decrypt_pin(source, source_format, pin_block_hex, pan)
+        return pinblock.encrypt(dest, dest_format, pin, pan).hex().upper()
 
     def verify_pin(self, req: PinVerification) -> HsmResult:
         """OK (00), VERIFICATION_FAILED (01) or the error result. Never raises HsmError."""
         try:
             pvk = self._block_key(req.pvk, (KeyUsage.PVK,))
-            pin = self._decrypt_pin(req.tpk, req.pin_block_format, req.pin_block_hex, req.pan)
+            source = self._pin_source_key(
+                req.tpk, req.pin_block_format, req.ksn, req.dukpt_key_algorithm
+            )
+            pin = self._decrypt_pin(source, req.pin_block_format, req.pin_block_hex, req.pan)
             return self._check_pin(req, pvk, pin)
         except HsmError as exc:
             return exc.result
@@ -269,8 +324,7 @@ class SoftHsm:
     # ------------------------------------------------------------------ MAC
 
     def _mac_key(self, key: WrappedKey) -> bytes:
-        self._block_key(key, MAC_USAGES)  # usage check and authenticity
-        return self._master.unwrap(key)
+        return self._block_key(key, MAC_USAGES).key
 
     def generate_mac(self, key: WrappedKey, data: bytes, algorithm: MacAlgorithm) -> bytes:
         """Full-block MAC of ``data`` under a TAK or ZAK. Raises HsmError subclasses."""
@@ -290,5 +344,28 @@ class SoftHsm:
         except HsmError as exc:
             return exc.result
         if hmac.compare_digest(full[: len(mac_value)], bytes(mac_value)):
+            return HsmResult.OK
+        return HsmResult.VERIFICATION_FAILED
+
+    # ------------------------------------------------------------------ CVV
+
+    def generate_cvv(self, cvk: WrappedKey, pan: str, expiry: str, service_code: str) -> str:
+        """CVV/CVC (service code from the track), iCVV (999) or CVV2 (000) under a
+        double-length CVK. Raises KeyUsageError, KeyMaterialError, HsmError (15)."""
+        if cvk.algorithm is not KeyAlgorithm.TDES2:
+            raise KeyMaterialError("CVK must be a double-length TDES key")
+        return cvv.cvv(self._block_key(cvk, (KeyUsage.CVK,)).key, pan, expiry, service_code)
+
+    def verify_cvv(
+        self, cvk: WrappedKey, pan: str, expiry: str, service_code: str, value: str
+    ) -> HsmResult:
+        """Compare a card's CVV in constant time. Never raises HsmError."""
+        try:
+            expected = self.generate_cvv(cvk, pan, expiry, service_code)
+        except HsmError as exc:
+            return exc.result
+        if not isinstance(value, str) or len(value) != 3 or not value.isascii():
+            return HsmResult.INVALID_INPUT
+        if hmac.compare_digest(expected.encode("ascii"), value.encode("ascii")):
             return HsmResult.OK
         return HsmResult.VERIFICATION_FAILED

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hsm import pinverify
 from hsm._crypto import BlockKey
-from hsm.errors import PinVerificationDataError
+from hsm.errors import HsmError, PinVerificationDataError
 from hsm.keys import KeyAlgorithm, KeyUsage, WrappedKey
 from hsm.results import HsmResult
 from hsm.soft import PinVerification, SoftHsm
@@ -206,9 +206,9 @@ def test_pvk_usage_enforced(hsm: SoftHsm, tpk: WrappedKey, usage: KeyUsage) -> N
     block = encrypt_pin_block(TDES_KEY_HEX, "1234", PAN)
     req = PinVerification(block, PAN, 0, tpk, "pvv", not_a_pvk, pvki="1", pvv="1234")
     assert hsm.verify_pin(req) is HsmResult.KEY_USAGE
-    with pytest.raises(Exception) as info:
+    with pytest.raises(HsmError) as info:
         hsm.generate_pvv(not_a_pvk, PAN, "1", "1234")
-    assert getattr(info.value, "result", None) is HsmResult.KEY_USAGE
+    assert info.value.result is HsmResult.KEY_USAGE
 
 
 def test_pin_verification_repr_hides_secrets(tpk: WrappedKey, pvk: WrappedKey) -> None:
