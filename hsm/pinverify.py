@@ -22,6 +22,12 @@ def _digits(text: str, what: str, lengths: range) -> str:
     return text
 
 
+def check_pvv(pvv: str) -> str:
+    """A stored PVV must be 4 digits: a malformed one is bad reference data (15), not a
+    wrong PIN, so it never costs the cardholder a try."""
+    return _digits(pvv, "PVV", range(4, 5))
+
+
 def visa_tsp(pan: str, pvki: str, pin: str) -> str:
     """Transformed security parameter: the 11 rightmost PAN digits before the check
     digit, the PVKI, the 4 leftmost PIN digits (16 decimal digits)."""

@@ -263,7 +263,7 @@ class SoftHsm:
         if req.method == "pvv":
             if req.pvki is None or req.pvv is None:
                 raise HsmError("PVV method needs pvki and pvv", HsmResult.INVALID_INPUT)
-            expected = req.pvv
+            expected = pinverify.check_pvv(req.pvv)
             actual = pinverify.visa_pvv(pvk, req.pan, req.pvki, pin)
         elif req.method == "ibm3624":
             if req.offset is None:

@@ -184,6 +184,11 @@ def test_verify_pin_error_results(hsm: SoftHsm, tpk: WrappedKey, pvk: WrappedKey
     assert hsm.verify_pin(_replace(req, pin_block_format=2)) is HsmResult.PIN_BLOCK_FORMAT
     assert hsm.verify_pin(_replace(req, pin_block_format=4)) is HsmResult.PIN_BLOCK_ERROR
     assert hsm.verify_pin(_replace(req, pvv=None)) is HsmResult.INVALID_INPUT
+    for bad_pvv in ("", "123", "12345", "12a4"):
+        assert hsm.verify_pin(_replace(req, pvv=bad_pvv)) is HsmResult.INVALID_INPUT
+    assert hsm.verify_pin(_replace(req, method="ibm3624", offset="12x4")) is (
+        HsmResult.INVALID_INPUT
+    )
     assert hsm.verify_pin(_replace(req, pvki="12")) is HsmResult.INVALID_INPUT
     assert hsm.verify_pin(_replace(req, method="natural")) is HsmResult.INVALID_INPUT
     assert hsm.verify_pin(_replace(req, method="ibm3624")) is HsmResult.INVALID_INPUT
