@@ -15,7 +15,9 @@ class ResponseCode(enum.StrEnum):
 
     _meaning: str
 
-    def __new__(cls, code: str, meaning: str) -> ResponseCode:
+    # ``meaning`` has a default only so that ``ResponseCode("51")`` (a lookup by
+    # value) type-checks; every member below gives one, as _check() asserts.
+    def __new__(cls, code: str, meaning: str = "") -> ResponseCode:
         member = str.__new__(cls, code)
         member._value_ = code
         member._meaning = meaning
