@@ -247,6 +247,24 @@ class WrappedKey:
     ciphertext: bytes
     kcv: str
 
+    def __post_init__(self) -> None:
+        # Usage must be an enum member, not a look-alike string: the usage checks and
+        # the associated data depend on it. Strings naming a member are accepted.
+        try:
+            object.__setattr__(self, "usage", KeyUsage(self.usage))
+            object.__setattr__(self, "algorithm", KeyAlgorithm(self.algorithm))
+        except ValueError:
+            raise KeyMaterialError(
+                "wrapped key has an unknown usage or algorithm", HsmResult.INVALID_INPUT
+            ) from None
+        if (
+            not isinstance(self.ciphertext, bytes)
+            or not isinstance(self.kcv, str)
+            or len(self.kcv) != 2 * KCV_BYTES
+            or not _is_upper_hex(self.kcv)
+        ):
+            raise KeyMaterialError("wrapped key is malformed", HsmResult.INVALID_INPUT)
+
     def __repr__(self) -> str:
         return (
             f"WrappedKey(usage={self.usage.value}, algorithm={self.algorithm.value}, "

@@ -167,8 +167,13 @@ class SoftHsm:
         clear = kek_key.decrypt(encrypted)
         algo = algorithm if algorithm is not None else algorithm_for_length(len(clear))
         check_clear_key(algo, clear)
-        expected = compute_kcv(algo, clear)
-        if not hmac.compare_digest(expected, kcv.strip().upper()[: len(expected)]):
+        given = kcv.strip().upper() if isinstance(kcv, str) else ""
+        # Networks send 4 or 6 hex digits of check value; compare what was sent.
+        if len(given) not in (4, 6) or not set(given) <= set("0123456789ABCDEF"):
+            raise KeyMaterialError("check value must be 4 or 6 hex digits",
+                                   HsmResult.INVALID_INPUT)
+        expected = compute_kcv(algo, clear)[: len(given)]
+        if not hmac.compare_digest(expected.encode("ascii"), given.encode("ascii")):
             raise KcvMismatch("imported key does not match its check value")
         return self._master.wrap(as_usage(usage), algo, clear)
 

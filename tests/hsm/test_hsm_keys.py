@@ -105,6 +105,15 @@ def test_relabelled_key_does_not_unwrap(hsm: SoftHsm, master: MasterKey) -> None
         master.unwrap(forged_kcv)
 
 
+def test_wrapped_key_fields_validated() -> None:
+    ciphertext = bytes(32)
+    assert WrappedKey("TPK", "TDES2", ciphertext, "08D7B4").usage is KeyUsage.TPK  # type: ignore[arg-type]
+    for usage, algorithm, kcv in (("XXX", "TDES2", "08D7B4"), ("TPK", "DES", "08D7B4"),
+                                  ("TPK", "TDES2", "08d7b4"), ("TPK", "TDES2", "08D7")):
+        with pytest.raises(KeyMaterialError):
+            WrappedKey(usage, algorithm, ciphertext, kcv)  # type: ignore[arg-type]
+
+
 def test_other_master_key_does_not_unwrap(hsm: SoftHsm) -> None:
     tmk = hsm.import_clear_key(KeyUsage.TMK, None, TDES_KEY_HEX)
     other = SoftHsm(MasterKey.from_hex(GOOD_MASTER_HEX))
@@ -186,9 +195,17 @@ def test_key_exchange_between_two_hsms(hsm: SoftHsm, kek_algorithm: KeyAlgorithm
     imported = other.import_key(KeyUsage.ZPK, generated.under_kek_hex, other_zmk, generated.kcv)
     assert imported.kcv == generated.kcv
     assert imported.usage is KeyUsage.ZPK
+    short = other.import_key(KeyUsage.ZPK, generated.under_kek_hex, other_zmk,
+                             generated.kcv[:4].lower())
+    assert short == imported
+    wrong = "000000" if generated.kcv != "000000" else "111111"
     with pytest.raises(KcvMismatch) as info:
-        other.import_key(KeyUsage.ZPK, generated.under_kek_hex, other_zmk, "000000")
+        other.import_key(KeyUsage.ZPK, generated.under_kek_hex, other_zmk, wrong)
     assert info.value.result is HsmResult.KCV_MISMATCH
+    for malformed in ("", "12345", "ZZZZZZ", "１２３４"):
+        with pytest.raises(KeyMaterialError) as info2:
+            other.import_key(KeyUsage.ZPK, generated.under_kek_hex, other_zmk, malformed)
+        assert info2.value.result is HsmResult.INVALID_INPUT
 
 
 def _unwrap_for_test(hsm: SoftHsm, wrapped: WrappedKey) -> bytes:
