@@ -8,8 +8,8 @@ tests check that code against published vectors and an independent library).
 
 from __future__ import annotations
 
+from hsm import dukpt, pinblock
 from hsm import mac as _mac
-from hsm import pinblock
 from hsm._crypto import BlockKey
 from hsm.errors import KeyMaterialError
 from hsm.keys import KeyAlgorithm, algorithm_for_length, check_clear_key, parse_hex
@@ -45,3 +45,29 @@ def retail_mac(clear_key_hex: str, data: bytes) -> str:
     """
     key = _clear_key(clear_key_hex, aes=False)
     return _mac.compute(_mac.RETAIL_MAC, key, False, data).hex().upper()
+
+
+def dukpt_encrypt_pin_block(clear_bdk_hex: str, ksn_hex: str, pin: str, pan: str,
+                            fmt: int = 0) -> str:
+    """A PIN block as a DUKPT terminal would send it, for simulators and tests.
+
+    A real terminal holds only its initial key; a simulator may derive from the BDK.
+    A 20-hex-digit KSN selects TDES DUKPT (double-length BDK, formats 0/1/3); a
+    24-digit KSN selects AES DUKPT (AES BDK; AES working key of the BDK's size for
+    format 4, double-length TDES for formats 0/1/3, as the host assumes by default).
+    Raises PinBlockError, KeyMaterialError, KeyParityError, HsmError (15, bad KSN).
+    """
+    pinblock.check_format(fmt)
+    bdk = parse_hex(clear_bdk_hex, "clear BDK")
+    if len(ksn_hex) == 2 * dukpt.TDES_KSN_BYTES:
+        check_clear_key(KeyAlgorithm.TDES2, bdk)
+        key = BlockKey(dukpt.tdes_pin_key(bdk, ksn_hex), is_aes=False)
+    else:
+        if len(bdk) not in _AES_BY_LENGTH:
+            raise KeyMaterialError("AES BDK must be 16, 24 or 32 bytes")
+        bdk_algorithm = _AES_BY_LENGTH[len(bdk)]
+        check_clear_key(bdk_algorithm, bdk)
+        working = bdk_algorithm if fmt == 4 else KeyAlgorithm.TDES2
+        clear = dukpt.aes_pin_key(bdk, bdk_algorithm, ksn_hex, working)
+        key = BlockKey(clear, is_aes=working.is_aes)
+    return pinblock.encrypt(key, fmt, pin, pan).hex().upper()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from hsm_testkeys import TDES_KEY_HEX
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hsm import dukpt, pinblock
 from hsm._crypto import BlockKey
@@ -12,6 +14,7 @@ from hsm.errors import HsmError
 from hsm.keys import KeyAlgorithm, KeyUsage, WrappedKey
 from hsm.results import HsmResult
 from hsm.soft import PinVerification, SoftHsm
+from hsm.terminal import dukpt_encrypt_pin_block
 
 # ANSI X9.24-1-2009 annex A.4, "initial sequence" (as reproduced in moov-io/dukpt's
 # test suite): BDK 0123456789ABCDEFFEDCBA9876543210, PIN 1234, PAN 4012345678909.
@@ -184,3 +187,41 @@ def test_dukpt_needs_a_bdk(hsm: SoftHsm, tpk: WrappedKey, zpk: WrappedKey) -> No
         hsm.translate_pin(tdes3_bdk, 0, TDES_VECTORS[0][2], TDES_PAN, zpk, 0,
                           ksn=TDES_VECTORS[0][0])
     assert info.value.result is HsmResult.KEY_LENGTH
+
+
+def _counter(bits: list[int]) -> int:
+    return sum(1 << b for b in set(bits))
+
+
+@settings(max_examples=40)
+@given(pin=st.text(alphabet="0123456789", min_size=4, max_size=12),
+       pan=st.text(alphabet="0123456789", min_size=13, max_size=19),
+       bits=st.lists(st.integers(0, 20), min_size=1, max_size=10), fmt=st.sampled_from((0, 1, 3)),
+       dest=st.sampled_from((0, 1, 3)))
+def test_tdes_dukpt_round_trip(hsm: SoftHsm, bdk_tdes: WrappedKey, zpk: WrappedKey, pin: str,
+                               pan: str, bits: list[int], fmt: int, dest: int) -> None:
+    ksn = (0xFFFF9876543210E00000 | _counter(bits)).to_bytes(10, "big").hex().upper()
+    block = dukpt_encrypt_pin_block(TDES_BDK, ksn, pin, pan, fmt)
+    out = hsm.translate_pin(bdk_tdes, fmt, block, pan, zpk, dest, ksn=ksn)
+    clear = BlockKey(bytes.fromhex(TDES_KEY_HEX), is_aes=False)
+    assert pinblock.decrypt(clear, dest, bytes.fromhex(out), pan) == pin
+
+
+@settings(max_examples=30)
+@given(pin=st.text(alphabet="0123456789", min_size=4, max_size=12),
+       pan=st.text(alphabet="0123456789", min_size=12, max_size=19),
+       bits=st.lists(st.integers(0, 31), min_size=1, max_size=16), fmt=st.sampled_from((0, 4)))
+def test_aes_dukpt_round_trip(hsm: SoftHsm, bdk_aes: WrappedKey, zpk: WrappedKey, pin: str,
+                              pan: str, bits: list[int], fmt: int) -> None:
+    ksn = AES_IKID + f"{_counter(bits):08X}"
+    block = dukpt_encrypt_pin_block(AES_BDK128, ksn, pin, pan, fmt)
+    out = hsm.translate_pin(bdk_aes, fmt, block, pan, zpk, 0, ksn=ksn)
+    clear = BlockKey(bytes.fromhex(TDES_KEY_HEX), is_aes=False)
+    assert pinblock.decrypt(clear, 0, bytes.fromhex(out), pan) == pin
+
+
+def test_terminal_dukpt_matches_published_block() -> None:
+    # X9.24-1 annex A.4 first transaction, from the terminal helper.
+    assert dukpt_encrypt_pin_block(TDES_BDK, TDES_VECTORS[0][0], "1234", TDES_PAN) == (
+        TDES_VECTORS[0][2]
+    )
