@@ -73,6 +73,18 @@ def test_ibm3624_check_length_compares_rightmost_digits(hsm: SoftHsm, pvk: Wrapp
     offset6 = hsm.generate_ibm3624_offset(pvk, PAN, "123456")
     offset4 = hsm.generate_ibm3624_offset(pvk, PAN, "123456", pin_check_length=4)
     assert offset4 == offset6[-4:]
+    tpk = hsm.import_clear_key(KeyUsage.TPK, KeyAlgorithm.TDES2, TDES_KEY_HEX)
+
+    def check(pin: str, offset: str) -> HsmResult:
+        block = encrypt_pin_block(TDES_KEY_HEX, pin, PAN)
+        return hsm.verify_pin(PinVerification(block, PAN, 0, tpk, "ibm3624", pvk, offset=offset))
+
+    assert check("123456", offset6) is HsmResult.OK
+    assert check("123456", offset4) is HsmResult.OK
+    assert check("993456", offset4) is HsmResult.OK  # only the rightmost 4 digits count
+    assert check("993456", offset6) is HsmResult.VERIFICATION_FAILED
+    assert check("123450", offset4) is HsmResult.VERIFICATION_FAILED
+    assert check("3456", offset6) is HsmResult.VERIFICATION_FAILED  # shorter than the check
 
 
 @PSEC
