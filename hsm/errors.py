@@ -5,7 +5,7 @@ result code without inspecting the type. Messages name what was wrong ("PIN leng
 "control nibble") and never contain a key, a PIN, a PIN block or a check value.
 
 - ``HsmError`` (root)
-  - ``KeyUsageError``: key has the wrong usage or algorithm for the operation
+  - ``KeyUsageError``: key has the wrong usage for the operation
   - ``KeyParityError``: DES key bytes without odd parity, or an all-zero key
   - ``KeyMaterialError``: key of the wrong length, not hex, or not valid under the
     master key (wrapped key tampered with, or another master key)

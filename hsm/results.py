@@ -1,9 +1,9 @@
 """Result codes of the soft-HSM, in the payShield convention, and their field 39 mapping.
 
 The numeric values follow the Thales payShield error codes where one exists, so an
-operator who knows a network HSM reads them the same way. Three codes have no
-payShield equivalent and are local to atm-switch: ``KCV_MISMATCH`` (12),
-``DEADLINE_EXCEEDED`` (98) and ``INTERNAL_ERROR`` keeps payShield's 41.
+operator who knows a network HSM reads them the same way. Two codes have no
+payShield equivalent and are local to atm-switch: ``KCV_MISMATCH`` (12) and
+``DEADLINE_EXCEEDED`` (98).
 
 Field 39 is chosen by the switch in exactly one place; :func:`response_code_for` is the
 table it must use for HSM outcomes, kept here so the two sides cannot drift.
