@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+from psycopg import sql
+
 from ledger.errors import EmbeddedServerError
 
 
@@ -190,6 +193,18 @@ class EmbeddedPostgres:
         """
         self.stop(mode="immediate")
         return self.start()
+
+    def ensure_database(self, name: str) -> None:
+        """Create database ``name`` if it does not exist (server must be started)."""
+        assert name.isidentifier() and name.islower(), "plain lower-case database names only"
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                      (name,)).fetchone()
+                if exists is None:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.Error as exc:
+            raise EmbeddedServerError(f"cannot create database {name}") from exc
 
     def is_running(self) -> bool:
         return self._running_port() is not None

@@ -12,6 +12,8 @@ never leave it; the original is kept as ``__cause__`` for logs.
 - :class:`SchemaOutdated`: the database schema is not at the head revision.
 - :class:`ProvisioningError`: a provisioning or admin request is invalid
   (unknown card or terminal, conflicting data).
+- :class:`InvalidOperation`: an operation the ledger cannot interpret
+  (impossible transmission date, negative amount): nothing was written.
 - :class:`EmbeddedServerError`: the embedded PostgreSQL could not be
   initialised, started or stopped.
 """
@@ -42,6 +44,10 @@ class SchemaOutdated(LedgerError):
 
 class ProvisioningError(LedgerError):
     """A provisioning or admin request is invalid or names an unknown object."""
+
+
+class InvalidOperation(LedgerError):
+    """The operation is malformed (e.g. an impossible date); nothing was written."""
 
 
 class EmbeddedServerError(LedgerError):

@@ -1,0 +1,223 @@
+"""Authorization through the real PL/pgSQL functions: outcomes, replays, PIN tries, limits."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+import pytest
+from ledger_helpers import (
+    CURRENCY,
+    TERMINAL,
+    Clock,
+    next_key,
+    pan_for,
+    provision_card,
+    withdrawal,
+)
+
+from ledger.errors import InvalidOperation, ProvisioningError
+from ledger.model import CardLimits, CardStatus, OpKind, Outcome
+from ledger.store import Ledger
+
+
+async def test_withdrawal_posts_and_returns_balances(ledger: Ledger) -> None:
+    card = await provision_card(ledger, 1, balance=50_000)
+    result = await ledger.authorize(withdrawal(card, 20_000))
+    assert result.outcome is Outcome.APPROVED
+    assert not result.replayed
+    assert result.approval_code is not None and len(result.approval_code) == 6
+    assert result.account_type == "20"
+    assert result.currency == CURRENCY
+    assert (result.ledger_balance, result.available_balance) == (30_000, 30_000)
+    report = await ledger.verify()
+    assert report.ok, report.render()
+    assert report.counts["unfolded_hot_postings"] > 0
+    assert await ledger.fold_hot_accounts() > 0
+    report = await ledger.verify()
+    assert report.ok, report.render()
+    assert report.counts["unfolded_hot_postings"] == 0
+
+
+async def test_insufficient_funds_is_recorded_and_replayed(ledger: Ledger) -> None:
+    card = await provision_card(ledger, 2, balance=10_000, overdraft=5_000)
+    op = withdrawal(card, 15_001)
+    first = await ledger.authorize(op)
+    assert first.outcome is Outcome.INSUFFICIENT_FUNDS
+    assert (first.ledger_balance, first.available_balance) == (10_000, 15_000)
+    assert first.approval_code is None
+    again = await ledger.authorize(op)
+    assert again.replayed and again.outcome is Outcome.INSUFFICIENT_FUNDS
+    # Within the overdraft it is approved and the available balance shows it.
+    ok = await ledger.authorize(withdrawal(card, 15_000))
+    assert ok.outcome is Outcome.APPROVED
+    assert (ok.ledger_balance, ok.available_balance) == (-5_000, 0)
+    assert (await ledger.verify()).ok
+
+
+async def test_repeat_replays_and_mismatch_is_refused(ledger: Ledger) -> None:
+    card = await provision_card(ledger, 3, balance=50_000)
+    key = next_key()
+    first = await ledger.authorize(withdrawal(card, 1_000, key=key))
+    repeat = await ledger.authorize(withdrawal(card, 1_000, key=key))
+    assert repeat.replayed
+    assert (repeat.outcome, repeat.approval_code, repeat.ledger_balance) == (
+        first.outcome, first.approval_code, first.ledger_balance)
+    assert repeat.authorization_id == first.authorization_id
+    other = await ledger.authorize(withdrawal(card, 2_000, key=key))
+    assert other.outcome is Outcome.DUPLICATE_MISMATCH and not other.replayed
+    balance = await ledger.authorize(withdrawal(card, 0, kind=OpKind.BALANCE_INQUIRY))
+    assert balance.ledger_balance == 49_000   # posted exactly once
+    found = await ledger.find_result(key)
+    assert found is not None and found.approval_code == first.approval_code
+    assert await ledger.find_result(next_key()) is None
+
+
+@pytest.mark.parametrize(("status", "outcome"), [
+    (CardStatus.BLOCKED, Outcome.CARD_BLOCKED), (CardStatus.LOST, Outcome.CARD_LOST),
+    (CardStatus.STOLEN, Outcome.CARD_STOLEN), (CardStatus.EXPIRED, Outcome.CARD_EXPIRED),
+    (CardStatus.CLOSED, Outcome.CARD_CLOSED),
+])
+async def test_card_status_is_rechecked(ledger: Ledger, status: CardStatus,
+                                        outcome: Outcome) -> None:
+    card = await provision_card(ledger, 4)
+    await ledger.set_card_status(pan_for(4), status)
+    assert (await ledger.authorize(withdrawal(card, 100))).outcome is outcome
+    await ledger.set_card_status(pan_for(4), CardStatus.ACTIVE)
+    assert (await ledger.authorize(withdrawal(card, 100))).outcome is Outcome.APPROVED
+
+
+async def test_expiry_date_is_checked(ledger: Ledger, clock: Clock) -> None:
+    card = await provision_card(ledger, 5, expiry="2611")   # valid through 2026-11-30
+    assert (await ledger.authorize(withdrawal(card, 100))).outcome is Outcome.APPROVED
+    clock.now += timedelta(days=7)
+    assert (await ledger.authorize(withdrawal(card, 100))).outcome is Outcome.CARD_EXPIRED
+
+
+async def test_pin_tries_are_counted_in_the_same_round_trip(ledger: Ledger) -> None:
+    card = await provision_card(ledger, 6)
+    assert (await ledger.authorize(withdrawal(card, 100, pin="wrong"))).outcome \
+        is Outcome.PIN_WRONG
+    assert (await ledger.authorize(withdrawal(card, 100, pin="ok"))).outcome is Outcome.APPROVED
+    record = await ledger.card_by_pan(pan_for(6))
+    assert record is not None and record.pin_tries == 0
+    outcomes = [(await ledger.authorize(withdrawal(card, 100, pin="wrong"))).outcome
+                for _ in range(3)]
+    assert outcomes == [Outcome.PIN_WRONG, Outcome.PIN_WRONG, Outcome.PIN_TRIES_EXCEEDED]
+    # At the limit even the right PIN is refused, and the count stays put.
+    assert (await ledger.authorize(withdrawal(card, 100, pin="ok"))).outcome \
+        is Outcome.PIN_TRIES_EXCEEDED
+    record = await ledger.card_by_pan(pan_for(6))
+    assert record is not None and record.pin_tries == 3
+    await ledger.reset_pin_tries(pan_for(6))
+    assert (await ledger.authorize(withdrawal(card, 100, pin="ok"))).outcome is Outcome.APPROVED
+
+
+async def test_limits_per_transaction_and_per_business_day(ledger: Ledger, clock: Clock) -> None:
+    card = await provision_card(ledger, 7, balance=1_000_000, limits=CardLimits(
+        txn_amount_max=50_000, daily_amount_max=80_000, daily_count_max=3))
+    assert (await ledger.authorize(withdrawal(card, 50_001))).outcome \
+        is Outcome.EXCEEDS_TRANSACTION_LIMIT
+    assert (await ledger.authorize(withdrawal(card, 50_000))).outcome is Outcome.APPROVED
+    assert (await ledger.authorize(withdrawal(card, 30_001))).outcome \
+        is Outcome.EXCEEDS_DAILY_AMOUNT
+    assert (await ledger.authorize(withdrawal(card, 10_000))).outcome is Outcome.APPROVED
+    assert (await ledger.authorize(withdrawal(card, 10_000))).outcome is Outcome.APPROVED
+    assert (await ledger.authorize(withdrawal(card, 1))).outcome is Outcome.EXCEEDS_DAILY_COUNT
+    clock.now += timedelta(days=1)
+    assert (await ledger.authorize(withdrawal(card, 50_000))).outcome is Outcome.APPROVED
+    await ledger.set_card_limits(pan_for(7), CardLimits(txn_amount_max=10))
+    assert (await ledger.authorize(withdrawal(card, 11))).outcome \
+        is Outcome.EXCEEDS_TRANSACTION_LIMIT
+    assert (await ledger.verify()).ok
+
+
+async def test_accounts_by_type(ledger: Ledger) -> None:
+    card = await provision_card(ledger, 8, balance=10_000, savings=5_000)
+    result = await ledger.authorize(withdrawal(card, 1_000, account="10"))
+    assert (result.outcome, result.account_type, result.ledger_balance) == (
+        Outcome.APPROVED, "10", 4_000)
+    only_checking = await provision_card(ledger, 9)
+    missing = await ledger.authorize(withdrawal(only_checking, 1_000, account="10"))
+    assert (missing.outcome, missing.account_type, missing.account_side) == (
+        Outcome.NO_SUCH_ACCOUNT, "10", "from")
+    transfer = await ledger.authorize(withdrawal(only_checking, 1_000, kind=OpKind.TRANSFER,
+                                                 account="20", to_account="10"))
+    assert (transfer.outcome, transfer.account_type, transfer.account_side) == (
+        Outcome.NO_SUCH_ACCOUNT, "10", "to")
+
+
+async def test_balance_inquiry_deposit_transfer_and_fee(ledger: Ledger) -> None:
+    card = await provision_card(ledger, 10, balance=10_000, savings=0)
+    inquiry = await ledger.authorize(withdrawal(card, 0, kind=OpKind.BALANCE_INQUIRY))
+    assert (inquiry.outcome, inquiry.ledger_balance, inquiry.available_balance) == (
+        Outcome.APPROVED, 10_000, 10_000)
+    deposit = await ledger.authorize(withdrawal(card, 2_500, kind=OpKind.DEPOSIT,
+                                                to_account="10"))
+    assert (deposit.outcome, deposit.account_type, deposit.ledger_balance) == (
+        Outcome.APPROVED, "10", 2_500)
+    transfer = await ledger.authorize(withdrawal(card, 4_000, kind=OpKind.TRANSFER,
+                                                 account="20", to_account="10"))
+    assert (transfer.outcome, transfer.ledger_balance) == (Outcome.APPROVED, 6_000)
+    fee = await ledger.authorize(withdrawal(card, 1_000, fee=250))
+    assert (fee.outcome, fee.ledger_balance) == (Outcome.APPROVED, 4_750)
+    paid = await ledger.authorize(withdrawal(card, 0, kind=OpKind.BALANCE_INQUIRY, fee=50))
+    assert paid.ledger_balance == 4_700
+    savings = await ledger.authorize(withdrawal(card, 0, kind=OpKind.BALANCE_INQUIRY,
+                                                account="10"))
+    assert savings.ledger_balance == 6_500
+    report = await ledger.verify()
+    assert report.ok, report.render()
+
+
+async def test_currency_terminal_and_card_checks(ledger: Ledger) -> None:
+    card = await provision_card(ledger, 11)
+    assert (await ledger.authorize(withdrawal(card, 100, currency="978"))).outcome \
+        is Outcome.CURRENCY_MISMATCH
+    assert (await ledger.authorize(withdrawal(card, 100, terminal="NOSUCH01"))).outcome \
+        is Outcome.TERMINAL_NOT_USABLE
+    assert (await ledger.authorize(withdrawal(10_000_000, 100))).outcome is Outcome.CARD_UNKNOWN
+    with pytest.raises(InvalidOperation):
+        await ledger.authorize(withdrawal(card, -1))
+    with pytest.raises(InvalidOperation):
+        await ledger.authorize(withdrawal(card, 100, key=next_key(transmission_dt="0230120000")))
+
+
+async def test_provisioning_is_idempotent_and_pan_is_never_clear(
+        ledger: Ledger, fresh_dsn: str) -> None:
+    first = await provision_card(ledger, 12, balance=7_000)
+    again = await provision_card(ledger, 12, balance=7_000)
+    assert first == again
+    inquiry = await ledger.authorize(withdrawal(first, 0, kind=OpKind.BALANCE_INQUIRY))
+    assert inquiry.ledger_balance == 7_000
+    record = await ledger.card_by_pan(pan_for(12))
+    assert record is not None
+    assert (record.card_id, record.account_types, record.default_account_type) == (
+        first, ("20",), "20")
+    assert await ledger.card_by_pan(pan_for(999)) is None
+    assert await ledger.pan_of(first) == pan_for(12)
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        dump = await conn.fetchval("SELECT string_agg(c::text, '|') FROM cards c")
+        raw = await conn.fetchval("SELECT string_agg(encode(pan_sealed, 'escape'), '|') "
+                                  "FROM cards")
+    finally:
+        await conn.close()
+    assert pan_for(12) not in dump and pan_for(12) not in raw
+    assert (await ledger.verify()).ok
+
+
+async def test_terminal_record_and_key_change(ledger: Ledger) -> None:
+    record = await ledger.terminal(TERMINAL)
+    assert record is not None
+    assert (record.tpk, record.currency, record.sign_on_required) == ("TPK-TEXT", CURRENCY, False)
+    await ledger.set_terminal_key(TERMINAL, "tpk", "NEW-TPK")
+    record = await ledger.terminal(TERMINAL)
+    assert record is not None and record.tpk == "NEW-TPK"
+    assert await ledger.terminal("NOSUCH01") is None
+    with pytest.raises(ProvisioningError):
+        await ledger.set_terminal_key("NOSUCH01", "tpk", "X")
+    with pytest.raises(ProvisioningError):
+        await ledger.set_terminal_key(TERMINAL, "zmk", "X")
+    with pytest.raises(ProvisioningError):
+        await ledger.set_card_status(pan_for(998), CardStatus.BLOCKED)
