@@ -26,7 +26,8 @@ def mask_tail(text: str) -> str:
 
 
 # Field number -> how its value is shown by IsoMessage.__repr__.
-# 2: PAN; 35: track 2 (PAN + discretionary data); 52: PIN block; 55: ICC data can
+# 2: PAN; 35: track 2 (PAN + discretionary data); 14: expiry (cardholder data
+# under PCI DSS when it sits next to the PAN); 52: PIN block; 55: ICC data can
 # carry track-equivalent data; 48 and 96 carry key material in key exchanges;
 # 102/103: account numbers.
 def show_field(number: int, value: str) -> str:
@@ -34,7 +35,7 @@ def show_field(number: int, value: str) -> str:
         return mask_digits(value)
     if number == 35:
         return mask_digits(value.split("=")[0].split("D")[0]) + "=" + REDACTED
-    if number in (48, 52, 55, 96):
+    if number in (14, 48, 52, 55, 96):
         return REDACTED
     if number in (102, 103):
         return mask_tail(value)

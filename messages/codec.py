@@ -57,6 +57,10 @@ class IsoMessage:
     def __hash__(self) -> int:
         return hash((self.mti, frozenset(self.fields.items())))
 
+    def __reduce__(self) -> tuple[type[IsoMessage], tuple[str, dict[int, str]]]:
+        # A read-only mapping proxy cannot be pickled; rebuild from a plain dict.
+        return (IsoMessage, (self.mti, dict(self.fields)))
+
     def get(self, number: int) -> str | None:
         """The value of field ``number``, or None when absent."""
         return self.fields.get(number)

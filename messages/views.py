@@ -5,8 +5,8 @@ the first field that is missing or wrong (the switch answers 39=30);
 ``to_iso`` builds an :class:`IsoMessage` that the codec will encode.
 
 Views hold PAN, track 2 and PIN block as masked wrapper types, and keep other
-sensitive text (fields 48, 55, 102, 103) out of their ``repr``, so a view can
-be logged as it is.
+sensitive text (expiry and fields 48, 55, 102, 103) out of their ``repr``, so
+a view can be logged as it is.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ class _CardRequest:
     acquirer_id: str
     terminal_id: str
     rrn: str | None = None
-    expiry: str | None = None
+    expiry: str | None = dc_field(default=None, repr=False)
     track2: Track2 | None = None
     pin_block: PinBlock | None = None
     security_info: str | None = None

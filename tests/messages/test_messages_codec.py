@@ -34,7 +34,7 @@ SAMPLE = IsoMessage(
 
 
 @pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(msg=iso_messages())
 def test_any_valid_message_round_trips(profile: Profile, msg: IsoMessage) -> None:
     raw = encode(msg, profile)
@@ -158,7 +158,7 @@ def test_error_text_never_contains_field_values() -> None:
                 assert PAN not in text and PIN not in text and PAN[-8:] not in text
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=200), profile=st.sampled_from(PROFILES))
 def test_any_bytes_decode_or_raise_decode_error(data: bytes, profile: Profile) -> None:
     try:
@@ -168,7 +168,7 @@ def test_any_bytes_decode_or_raise_decode_error(data: bytes, profile: Profile) -
     assert isinstance(msg, IsoMessage)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     msg=iso_messages(),
     profile=st.sampled_from(PROFILES),
@@ -250,3 +250,32 @@ def test_message_repr_masks_card_and_pin_data() -> None:
     for shown in (repr(msg), str(msg)):
         assert PAN not in shown and PIN not in shown and "1234567" not in shown
         assert "476173******0010" in shown and "9F2701" not in shown
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: p.name)
+def test_tertiary_bitmap_bit_65_is_refused(profile: Profile) -> None:
+    raw = encode(IsoMessage("0800", {7: "1124031500", 11: "000001", 70: "001"}), profile)
+    width = profile.bitmap_bytes
+    if profile.binary:
+        secondary = bytearray(raw[4 + width : 4 + 2 * width])
+        secondary[0] |= 0x80
+        damaged = raw[: 4 + width] + bytes(secondary) + raw[4 + 2 * width :]
+    else:
+        secondary = bytearray(bytes.fromhex(raw[4 + width : 4 + 2 * width].decode()))
+        secondary[0] |= 0x80
+        damaged = raw[: 4 + width] + secondary.hex().encode() + raw[4 + 2 * width :]
+    with pytest.raises(DecodeError) as info:
+        decode(damaged, profile)
+    assert info.value.field == 65
+
+
+def test_message_pickles_and_copies() -> None:
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(SAMPLE)) == SAMPLE  # noqa: S301 (our own bytes)
+    assert copy.deepcopy(SAMPLE) == SAMPLE and copy.copy(SAMPLE) == SAMPLE
+
+
+def test_repr_hides_expiry() -> None:
+    assert "2712" not in repr(SAMPLE)

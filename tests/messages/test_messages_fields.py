@@ -32,7 +32,7 @@ PIN = "A1B2C3D4E5F60718"
 # --------------------------------------------------------------------------- PAN
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(digits=pans)
 def test_generated_pans_pass_luhn_and_mask(digits: str) -> None:
     pan = Pan(digits)
@@ -168,7 +168,7 @@ amounts = st.builds(
 )
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(blocks=st.lists(amounts, min_size=1, max_size=6))
 def test_additional_amounts_round_trip(blocks: list[AdditionalAmount]) -> None:
     text = encode_additional_amounts(blocks)
@@ -245,7 +245,7 @@ def test_replacement_amounts() -> None:
     assert zero.to_iso() == "0" * 24 + "C00000000" * 2
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(
     st.integers(0, 10**12 - 1),
     st.integers(0, 10**12 - 1),

@@ -57,7 +57,7 @@ def test_one_byte_at_a_time(header: LengthHeader, tpdu: bool) -> None:
     framer.eof()
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(
     payloads=st.lists(st.binary(min_size=1, max_size=120), min_size=1, max_size=6),
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=20),
