@@ -177,12 +177,18 @@ def _bitmap_fields(data: bytes, offset: int, profile: Profile, base: int, mti: s
         if not all(chr(b) in _HEX_ANY for b in raw):
             raise DecodeError(1, offset, "bitmap is not hexadecimal", mti=mti)
         bitmap = bytes.fromhex(raw.decode("ascii"))
-    return {
-        base + index * 8 + bit + 1
-        for index, byte in enumerate(bitmap)
-        for bit in range(8)
-        if byte & (0x80 >> bit)
-    }
+    numbers: set[int] = set()
+    for index, byte in enumerate(bitmap):
+        if byte:
+            first = base + index * 8
+            numbers.update(first + bit for bit in _BITS_OF_BYTE[byte])
+    return numbers
+
+
+# For each byte value, the 1-based positions of its set bits, most significant first.
+_BITS_OF_BYTE: Final = tuple(
+    tuple(bit + 1 for bit in range(8) if value & (0x80 >> bit)) for value in range(256)
+)
 
 
 def _check_decoded(d: FieldDef, value: str, offset: int, mti: str) -> str:
@@ -191,8 +197,7 @@ def _check_decoded(d: FieldDef, value: str, offset: int, mti: str) -> str:
         if not set(value) <= _HEX_ANY or len(value) % 2:
             raise DecodeError(d.number, offset, "binary field is not hexadecimal", mti=mti)
         return value.upper()
-    allowed = _allowed(d.kind)
-    if not set(value) <= allowed:
+    if not _valid_text(d.kind, value):
         reason = f"characters not allowed in a {_KIND_NAMES[d.kind]} field"
         raise DecodeError(d.number, offset, reason, mti=mti)
     return value
@@ -204,6 +209,15 @@ _KIND_NAMES: Final = {
     FieldKind.TRACK: "track 2",
     FieldKind.BINARY: "binary",
 }
+
+
+def _valid_text(kind: FieldKind, value: str) -> bool:
+    # The str methods run in C: this check is on the hot path of every request.
+    if kind is FieldKind.NUMERIC:
+        return value.isascii() and (value.isdigit() or value == "")
+    if kind is FieldKind.TEXT:
+        return value.isascii() and value.isprintable()
+    return set(value) <= _allowed(kind)
 
 
 def _allowed(kind: FieldKind) -> frozenset[str]:
@@ -248,7 +262,7 @@ def _check_for_encode(d: FieldDef, value: str) -> str:
         raise EncodeError(d.number, f"fixed field needs {d.length}, got {chars}")
     if d.prefix and chars > d.length:
         raise EncodeError(d.number, f"variable field takes at most {d.length}, got {chars}")
-    if not set(value) <= _allowed(d.kind):
+    if not _valid_text(d.kind, value):
         raise EncodeError(d.number, f"characters not allowed in a {_KIND_NAMES[d.kind]} field")
     return value
 
