@@ -279,3 +279,12 @@ def test_message_pickles_and_copies() -> None:
 
 def test_repr_hides_expiry() -> None:
     assert "2712" not in repr(SAMPLE)
+
+
+@settings(max_examples=100, deadline=None)
+@given(msg=iso_messages())
+def test_lower_case_bitmaps_decode_the_same(msg: IsoMessage) -> None:
+    raw = encode(msg, ASCII)
+    has_secondary = int(raw[4:5], 16) & 0x8
+    end = 36 if has_secondary else 20
+    assert decode(raw[:4] + raw[4:end].lower() + raw[end:], ASCII) == msg

@@ -284,3 +284,16 @@ def test_view_repr_never_shows_clear_card_data() -> None:
             assert "AABBCCDDEEFF" not in shown and "998877665544" not in shown
             assert "ACCT1122" not in shown
     assert "476173******0010" in repr(request)
+
+
+@pytest.mark.parametrize(
+    "track",
+    [PAN + "D2712201123450000F", PAN + "d2712201123450000f", ";" + PAN + "=2712201123450000?"],
+)
+def test_liberal_track_2_through_codec_and_view(track: str) -> None:
+    msg = withdrawal().with_fields({2: None, 35: track})
+    for profile in PROFILES:
+        request = TransactionRequest.from_iso(decode(encode(msg, profile), profile))
+        assert request.pan == Pan(PAN) and request.expiry == "2712"
+        assert request.track2 is not None
+        assert request.track2.to_iso() == PAN + "=2712201123450000"
