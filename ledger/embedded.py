@@ -117,6 +117,9 @@ def _make_traversable(path: Path) -> None:
 
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # PostgreSQL binds with SO_REUSEADDR: connections of a crashed server
+        # lingering in TIME_WAIT must not make us move to another port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
