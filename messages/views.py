@@ -36,6 +36,7 @@ from messages.mti import MsgClass, Mti
 
 __all__ = [
     "ECHO_FIELDS",
+    "NetworkInfo",
     "NetworkRequest",
     "NetworkResponse",
     "ReversalRequest",
