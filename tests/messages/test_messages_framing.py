@@ -195,3 +195,31 @@ def test_framer_encode_uses_its_settings() -> None:
 def test_limit_must_fit_the_header(header: LengthHeader, limit: int) -> None:
     with pytest.raises(ValueError, match="frame_bytes_max"):
         Framer(header, frame_bytes_max=limit)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stream=st.binary(max_size=600),
+    step=st.integers(min_value=1, max_value=64),
+    header=st.sampled_from(HEADERS),
+    tpdu=st.booleans(),
+)
+def test_any_stream_yields_frames_or_framing_errors(
+    stream: bytes, step: int, header: LengthHeader, tpdu: bool
+) -> None:
+    framer = Framer(header, tpdu=tpdu, frame_bytes_max=256)
+    try:
+        for start in range(0, len(stream), step):
+            framer.feed(stream[start : start + step])
+            while True:
+                try:
+                    frame = framer.next_frame()
+                except EmptyFrame:
+                    continue
+                if frame is None:
+                    break
+                assert len(frame.payload) + (5 if tpdu else 0) <= 256
+                assert (frame.tpdu is not None) == tpdu
+        framer.eof()
+    except FramingError:
+        pass
