@@ -145,7 +145,7 @@ def pin_from_format4_field(field: bytes) -> str:
     return pin
 
 
-def _check_key_fits(fmt: int, key: BlockKey) -> None:
+def check_key_fits(fmt: int, key: BlockKey) -> None:
     if key.is_aes != (fmt == 4):
         raise PinBlockError(
             "PIN block format does not fit the key algorithm", HsmResult.PIN_BLOCK_FORMAT
@@ -155,7 +155,7 @@ def _check_key_fits(fmt: int, key: BlockKey) -> None:
 def encrypt(key: BlockKey, fmt: int, pin: str, pan: str) -> bytes:
     """Encrypted PIN block of format ``fmt`` under ``key``. Raises PinBlockError."""
     check_format(fmt)
-    _check_key_fits(fmt, key)
+    check_key_fits(fmt, key)
     if fmt != 4:
         return key.encrypt(plain_block(fmt, pin, pan))
     # ISO 9564-1 format 4: E(K, E(K, PIN field) XOR PAN field)
@@ -166,7 +166,7 @@ def encrypt(key: BlockKey, fmt: int, pin: str, pan: str) -> bytes:
 def decrypt(key: BlockKey, fmt: int, block: bytes, pan: str) -> str:
     """The PIN inside an encrypted block. Raises PinBlockError only."""
     check_format(fmt)
-    _check_key_fits(fmt, key)
+    check_key_fits(fmt, key)
     if len(block) != block_bytes(fmt):
         raise PinBlockError("PIN block length does not fit the format")
     if fmt != 4:

@@ -202,6 +202,11 @@ class SoftHsm:
 
     @staticmethod
     def _decrypt_pin(key: BlockKey, fmt: int, block_hex: str, pan: str) -> str:
+        # A key that cannot carry the format (TDES key, format 4) is a configuration
+        # fault (96): say so before looking at the block, whose length would
+        # otherwise make it look like the cardholder's error (55).
+        pinblock.check_format(fmt)
+        pinblock.check_key_fits(fmt, key)
         block = pinblock.parse_block_hex(block_hex, fmt)
         return pinblock.decrypt(key, fmt, block, pan)
 

@@ -126,11 +126,20 @@ def _decode(data: bytes, profile: Profile) -> IsoMessage:
         raise DecodeError(_field_number(exc.field), exc.pos, exc.msg, mti=mti) from None
     offset = _MTI_BYTES + profile.bitmap_bytes * (2 if 1 in numbers else 1)
     fields: dict[int, str] = {}
+    first_error: DecodeError | None = None
     for number in sorted(numbers - {1}):
         enc = doc_enc[str(number)]
         data_offset = offset + len(enc["len"])
-        fields[number] = _check_decoded(FIELD_DEFS[number], doc_dec[str(number)], data_offset, mti)
+        try:
+            fields[number] = _check_decoded(
+                FIELD_DEFS[number], doc_dec[str(number)], data_offset, mti
+            )
+        except DecodeError as exc:
+            first_error = first_error or exc
         offset = data_offset + len(enc["data"])
+    if first_error is not None:
+        first_error.partial = IsoMessage(mti, fields)
+        raise first_error
     return IsoMessage(mti, fields)
 
 

@@ -50,11 +50,16 @@ class DecodeError(MessageError):
         reason: str,
         *,
         mti: str | None = None,
+        partial: object | None = None,
     ) -> None:
         self.field = field
         self.offset = offset
         self.reason = reason
         self.mti = mti
+        # When the structure decoded (MTI, bitmaps, every length) but some field's
+        # content is wrong, ``partial`` is the IsoMessage of the fields that are
+        # right, so the receiver can still answer 39=30 with the echo fields.
+        self.partial = partial
         super().__init__(f"cannot decode {_where(field, offset)}: {reason}")
 
 

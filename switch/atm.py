@@ -249,8 +249,8 @@ class AtmClient:
             mti=original.mti,
             stan=original.get(11) or "000000",
             transmission_dt=original.get(7) or "0000000000",
-            acquirer_id=original.get(32) or "",
-            forwarding_id="",
+            acquirer_id=original.get(32) or "0",
+            forwarding_id=original.get(33) or "0",
         ).to_iso()
         if dispensed is not None:
             fields[95] = ReplacementAmounts(actual_amount=dispensed, settlement_amount=dispensed,

@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from secrets import randbelow
 from typing import Any
 
 from switch import logs
@@ -180,7 +181,6 @@ async def _serve(config: SwitchConfig, before: Callable[..., Awaitable[None]] | 
 async def _demo(config: SwitchConfig) -> int:
     from hsm.soft import SoftHsm
     from switch.demo import demo_data
-    from switch.keys import load_secrets
     from switch.provisioning import provision
 
     data = demo_data()
@@ -190,7 +190,6 @@ async def _demo(config: SwitchConfig) -> int:
         return EXIT_OK
 
     await _with_ledger(config, load)
-    load_secrets(config)
 
     async def announce(app: Any) -> None:
         host, port = app.bound[0]
@@ -309,7 +308,9 @@ async def _atm(args: argparse.Namespace) -> int:
     from switch.config import parse_hostport
 
     host, port = parse_hostport(args.connect, "--connect")
-    client = AtmClient(AtmConfig(
+    # A real ATM keeps its STAN counter across sessions; this one-shot client starts
+    # at a random point so two quick invocations never reuse a key.
+    client = AtmClient(stan_start=randbelow(999_000) + 1, config=AtmConfig(
         terminal_id=args.terminal, acquirer_id=args.acquirer, tpk_hex=args.tpk,
         pin_block_format=args.pin_format, currency=args.currency, profile=args.profile,
         length_header=args.length_header))

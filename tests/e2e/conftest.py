@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -91,6 +92,15 @@ def switch_proc(pg_server: EmbeddedPostgres, template_db: str,
         proc.stop()
 
 
+_stan_blocks = itertools.count(1)
+
+
+def next_stan_start() -> int:
+    """A fresh STAN range per client: the idempotency key is acquirer + terminal +
+    STAN + transmission time, so two clients of one terminal must not share STANs."""
+    return (next(_stan_blocks) * 997) % 900_000 + 1
+
+
 def atm_config(terminal_id: str = "ATM00001", **extra: object) -> AtmConfig:
     config = AtmConfig(terminal_id=terminal_id, acquirer_id=ACQUIRER, tpk_hex=TPK)
     for key, value in extra.items():
@@ -100,7 +110,7 @@ def atm_config(terminal_id: str = "ATM00001", **extra: object) -> AtmConfig:
 
 @pytest.fixture
 async def atm(switch_proc: SwitchProcess) -> AsyncIterator[AtmClient]:
-    client = AtmClient(atm_config())
+    client = AtmClient(atm_config(), stan_start=next_stan_start())
     await client.connect("127.0.0.1", switch_proc.port)
     try:
         yield client

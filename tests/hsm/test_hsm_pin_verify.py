@@ -194,7 +194,8 @@ def test_verify_pin_error_results(hsm: SoftHsm, tpk: WrappedKey, pvk: WrappedKey
     # Wrong PAN: the block decodes to garbage or to another PIN, never OK.
     assert hsm.verify_pin(_replace(req, pan="4000001234570")) is not HsmResult.OK
     assert hsm.verify_pin(_replace(req, pin_block_format=2)) is HsmResult.PIN_BLOCK_FORMAT
-    assert hsm.verify_pin(_replace(req, pin_block_format=4)) is HsmResult.PIN_BLOCK_ERROR
+    # A TDES key cannot carry format 4: a configuration fault (23 -> 96), not a PIN error.
+    assert hsm.verify_pin(_replace(req, pin_block_format=4)) is HsmResult.PIN_BLOCK_FORMAT
     assert hsm.verify_pin(_replace(req, pvv=None)) is HsmResult.INVALID_INPUT
     for bad_pvv in ("", "123", "12345", "12a4"):
         assert hsm.verify_pin(_replace(req, pvv=bad_pvv)) is HsmResult.INVALID_INPUT
