@@ -1,0 +1,527 @@
+"""The load generator: ATM connections over real TCP, in its own process.
+
+One process (or several, each with a share of the connections) runs an
+asyncio loop with one TCP connection per ATM. Each connection signs on
+(0800 70=001) and then sends the benchmark mix.
+
+- Closed loop: each connection keeps exactly one request outstanding, as a
+  real ATM does; concurrency = number of connections. Latency is measured
+  from send to answer; a request counts when it completes inside the window.
+- Open loop: arrivals at a fixed rate, spread round-robin over the
+  connections (requests are pipelined; the host matches by STAN). Latency is
+  measured from the *intended* send time, so a stalled host or a late
+  scheduler shows up in the figures (no coordinated omission). A request
+  counts when it was due inside the window; the loop drains afterwards.
+
+Phases share the machine's CLOCK_MONOTONIC (`time.monotonic()` is the same
+clock in every process on Linux): the harness hands out absolute times for
+begin, measure and end, and samples the switch's CPU and metrics at the same
+instants.
+
+The parent talks to a process through a `multiprocessing` pipe:
+child → ("ready", info), parent → ("go", t_begin, t_measure, t_end),
+child → ("result", dict). Nothing here prints a PAN or PIN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from benchmarks.workload import (
+    EXPECTED_CODE,
+    INSUFFICIENT_AMOUNT,
+    WITHDRAWAL_AMOUNTS,
+    Atm,
+    Card,
+    CardState,
+    Mix,
+    Op,
+    OpChooser,
+    Withdrawn,
+)
+from hsm.terminal import encrypt_pin_block
+from messages.codec import IsoMessage, decode, encode
+from messages.errors import DecodeError, EmptyFrame, FramingError
+from messages.framing import Framer, LengthHeader, encode_frame
+from messages.profiles import get_profile
+from switch.atm import AtmClient, AtmConfig, CardData
+
+FRAME_BYTES_MAX = 8192
+LATENCY_US_MAX = 120_000_000      # histogram range: 1 µs .. 120 s
+HDR_DIGITS = 3
+CONNECT_TIMEOUT_S = 10.0
+GO_TIMEOUT_S = 600.0              # how long a ready process waits for the parent
+REQUESTS_PER_CONNECTION_MAX = 50_000_000  # bound on every send loop
+YIELD_EVERY = 64                  # open loop: let responses in while catching up
+RESPONSE_MTI = {"0200": "0210", "0420": "0430", "0800": "0810"}
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What one load-generator process does (pickled to the child)."""
+
+    host: str
+    port: int
+    mode: str                          # "closed" | "open"
+    connections: tuple[tuple[Atm, tuple[Card, ...]], ...]
+    mix: Mix
+    rate_tps: float = 0.0              # open loop: this process's share
+    timeout_s: float = 10.0
+    in_flight_max: int = 20_000        # open loop: outstanding requests, all connections
+    seed: int = 1
+    profile: str = "ascii"
+    length_header: str = "binary2"
+
+    def __post_init__(self) -> None:
+        assert self.mode in ("closed", "open"), self.mode
+        assert self.connections, "at least one connection"
+        assert self.mode == "closed" or self.rate_tps > 0, "open loop needs a rate"
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, LATENCY_US_MAX, HDR_DIGITS)
+
+
+def encode_histogram(hist: HdrHistogram) -> str:
+    data = hist.encode()
+    return data.decode("ascii") if isinstance(data, bytes) else str(data)
+
+
+def decode_histogram(text: str) -> HdrHistogram:
+    hist = new_histogram()
+    if text:
+        hist.add(HdrHistogram.decode(text.encode("ascii")))
+    return hist
+
+
+# -- wire ----------------------------------------------------------------------
+
+Callback = Callable[[IsoMessage | None, str | None, float], None]
+
+
+class BenchConnection(asyncio.Protocol):
+    """One ATM's TCP connection: frames out, frames in, answers matched by (MTI, STAN).
+
+    A callback gets (response, None, t_done) or (None, error_kind, t_done) with
+    error_kind "timeout" or "connection".
+    """
+
+    def __init__(self, profile: str, length_header: str) -> None:
+        self._profile = get_profile(profile)
+        self._header = LengthHeader.BINARY2 if length_header == "binary2" else LengthHeader.ASCII4
+        self._framer = Framer(self._header, tpdu=False, frame_bytes_max=FRAME_BYTES_MAX)
+        self._pending: dict[tuple[str, str], tuple[Callback, asyncio.TimerHandle]] = {}
+        # uvloop's transports are not asyncio.Transport subclasses: typed loosely.
+        self._transport: Any = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.unmatched = 0
+        self.undecodable = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._transport is not None and not self.closed.done()
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._pending)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._framer.feed(data)
+        for _ in range(100_000):  # bounded: a read holds at most a few hundred frames
+            try:
+                frame = self._framer.next_frame()
+            except EmptyFrame:
+                continue
+            except FramingError:
+                self._abort()
+                return
+            if frame is None:
+                return
+            self._deliver(frame.payload)
+
+    def _deliver(self, payload: bytes) -> None:
+        try:
+            msg = decode(payload, self._profile)
+        except DecodeError:
+            self.undecodable += 1
+            return
+        entry = self._pending.pop((msg.mti, msg.get(11) or ""), None)
+        if entry is None:
+            self.unmatched += 1
+            return
+        callback, timer = entry
+        timer.cancel()
+        callback(msg, None, time.monotonic())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_all("connection")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail_all(self, kind: str) -> None:
+        pending, self._pending = self._pending, {}
+        now = time.monotonic()
+        for callback, timer in pending.values():
+            timer.cancel()
+            callback(None, kind, now)
+
+    def _expire(self, key: tuple[str, str]) -> None:
+        entry = self._pending.pop(key, None)
+        if entry is not None:
+            entry[0](None, "timeout", time.monotonic())
+
+    def send(self, msg: IsoMessage, callback: Callback, timeout_s: float) -> None:
+        if not self.alive:
+            callback(None, "connection", time.monotonic())
+            return
+        assert self._transport is not None
+        key = (RESPONSE_MTI[msg.mti], msg.get(11) or "")
+        assert key not in self._pending, "STAN reused while in flight"
+        timer = asyncio.get_running_loop().call_later(timeout_s, self._expire, key)
+        self._pending[key] = (callback, timer)
+        frame = encode_frame(encode(msg, self._profile), length_header=self._header,
+                             frame_bytes_max=FRAME_BYTES_MAX)
+        self._transport.write(frame)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+# -- one ATM ---------------------------------------------------------------------
+
+
+@dataclass
+class _CardWire:
+    data: CardData
+    pin_ok: str     # encrypted PIN blocks under this ATM's TPK (format 0 is deterministic)
+    pin_wrong: str
+
+    def __repr__(self) -> str:
+        return "_CardWire(<masked>)"
+
+
+class AtmSession:
+    """One ATM: its connection, message builder, card partition and operation chooser."""
+
+    def __init__(self, atm: Atm, cards: tuple[Card, ...], mix: Mix, rng: random.Random,
+                 spec: LoadSpec) -> None:
+        self.atm = atm
+        self.spec = spec
+        self.rng = rng
+        self.builder = AtmClient(AtmConfig(terminal_id=atm.terminal_id,
+                                           acquirer_id=atm.acquirer_id),
+                                 stan_start=rng.randrange(1, 990_000))
+        # Index cards by position in this session; the chooser works on indexes.
+        self.wire = [_CardWire(CardData(c.pan, c.expiry),
+                               encrypt_pin_block(atm.tpk_hex, c.pin, c.pan, 0),
+                               encrypt_pin_block(atm.tpk_hex, c.wrong_pin, c.pan, 0))
+                     for c in cards]
+        self.chooser = OpChooser(mix, list(range(len(cards))), rng)
+        self.conn: BenchConnection | None = None
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        _, proto = await asyncio.wait_for(
+            loop.create_connection(
+                lambda: BenchConnection(self.spec.profile, self.spec.length_header),
+                self.spec.host, self.spec.port),
+            CONNECT_TIMEOUT_S)
+        self.conn = proto
+
+    def build(self, op: Op, state: CardState, original: Withdrawn | None
+              ) -> tuple[IsoMessage, Withdrawn | None]:
+        """The request for `op`; for a withdrawal also what a later reversal needs."""
+        card = self.wire[state.index]
+        b = self.builder
+        if op is Op.REVERSAL:
+            assert original is not None
+            partial = self.rng.random() < 0.5
+            dispensed = (original.amount // 2000) * 1000 if partial else None
+            return b.reversal(original.request, dispensed=dispensed), None
+        if op is Op.BALANCE:
+            return b.financial(card.data, processing="310000", amount=0, pin=None,
+                               extra={52: card.pin_ok}), None
+        amount = (INSUFFICIENT_AMOUNT if op is Op.INSUFFICIENT
+                  else WITHDRAWAL_AMOUNTS[self.rng.randrange(len(WITHDRAWAL_AMOUNTS))])
+        pin = card.pin_wrong if op is Op.WRONG_PIN else card.pin_ok
+        msg = b.financial(card.data, processing="010000", amount=amount, pin=None,
+                          extra={52: pin})
+        return msg, (Withdrawn(state.index, msg, amount) if op is Op.WITHDRAWAL else None)
+
+
+# -- recording -------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    t_measure: float
+    t_end: float
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    op_hists: dict[str, HdrHistogram] = field(default_factory=dict)
+    codes: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    errors: Counter[str] = field(default_factory=Counter)        # whole run, warm-up included
+    unexpected: Counter[str] = field(default_factory=Counter)    # "op:code"
+    completed: int = 0                                           # inside the window
+    per_second: Counter[int] = field(default_factory=Counter)
+    per_second_max_us: dict[int, int] = field(default_factory=dict)
+    progress: Any = None                                         # shared counter or None
+
+    def record(self, op: Op, t_ref: float, t_done: float, response: IsoMessage | None,
+               error: str | None, *, window_by: float) -> str | None:
+        """Count one finished request; `window_by` decides window membership
+        (completion time in closed loop, intended time in open loop). Returns field 39."""
+        if self.progress is not None:
+            self.progress.value += 1
+        code = response.get(39) if response is not None else None
+        if error is not None:
+            self.errors[error] += 1
+        elif code != EXPECTED_CODE[op]:
+            self.errors["unexpected_code"] += 1
+            self.unexpected[f"{op.value}:{code}"] += 1
+        if not self.t_measure <= window_by < self.t_end:
+            return code
+        if error is None:
+            latency_us = max(1, int((t_done - t_ref) * 1e6))
+            self.hist.record_value(min(latency_us, LATENCY_US_MAX))
+            op_hist = self.op_hists.get(op.value)
+            if op_hist is None:
+                op_hist = self.op_hists[op.value] = new_histogram()
+            op_hist.record_value(min(latency_us, LATENCY_US_MAX))
+            self.completed += 1
+            second = int(t_done - self.t_measure)
+            self.per_second[second] += 1
+            if latency_us > self.per_second_max_us.get(second, 0):
+                self.per_second_max_us[second] = latency_us
+        self.codes[op.value][code or error or "?"] += 1
+        return code
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "hist": encode_histogram(self.hist),
+            "op_hists": {k: encode_histogram(v) for k, v in self.op_hists.items()},
+            "codes": {op: dict(c) for op, c in self.codes.items()},
+            "errors": dict(self.errors),
+            "unexpected": dict(self.unexpected),
+            "completed": self.completed,
+            "per_second": [self.per_second.get(i, 0)
+                           for i in range(max(self.per_second, default=-1) + 1)],
+            "per_second_max_us": [self.per_second_max_us.get(i, 0)
+                                  for i in range(max(self.per_second, default=-1) + 1)],
+        }
+
+
+# -- loops -----------------------------------------------------------------------
+
+
+async def _closed_worker(session: AtmSession, rec: Recorder, timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    conn = session.conn
+    assert conn is not None
+    for _ in range(REQUESTS_PER_CONNECTION_MAX):
+        if time.monotonic() >= rec.t_end or not conn.alive:
+            return
+        op, state, original = session.chooser.next()
+        msg, withdrawn = session.build(op, state, original)
+        fut: asyncio.Future[tuple[IsoMessage | None, str | None, float]] = loop.create_future()
+
+        def done(resp: IsoMessage | None, err: str | None, t: float,
+                 fut: asyncio.Future[Any] = fut) -> None:
+            if not fut.done():
+                fut.set_result((resp, err, t))
+
+        t_sent = time.monotonic()
+        conn.send(msg, done, timeout_s)
+        resp, err, t_done = await fut
+        code = rec.record(op, t_sent, t_done, resp, err, window_by=t_done)
+        session.chooser.done(op, state, code, withdrawn)
+
+
+async def _open_scheduler(sessions: list[AtmSession], rec: Recorder, spec: LoadSpec,
+                          t_begin: float) -> None:
+    interval = 1.0 / spec.rate_tps
+    total = int((rec.t_end - t_begin) * spec.rate_tps)
+    assert total <= REQUESTS_PER_CONNECTION_MAX * len(sessions)
+    outstanding = 0
+    scheduled_all = False
+    drained = asyncio.Event()
+    live = [s for s in sessions if s.conn is not None]
+
+    def make_done(session: AtmSession, op: Op, state: CardState, withdrawn: Withdrawn | None,
+                  intended: float) -> Callback:
+        def done(resp: IsoMessage | None, err: str | None, t: float) -> None:
+            nonlocal outstanding
+            outstanding -= 1
+            if scheduled_all and outstanding == 0:
+                drained.set()
+            code = rec.record(op, intended, t, resp, err, window_by=intended)
+            session.chooser.done(op, state, code, withdrawn)
+        return done
+
+    i = 0
+    while i < total:
+        intended = t_begin + i * interval
+        now = time.monotonic()
+        if intended > now:
+            await asyncio.sleep(intended - now)
+            continue
+        session = live[i % len(live)]
+        i += 1
+        if i % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        if outstanding >= spec.in_flight_max:
+            rec.errors["overload"] += 1
+            continue
+        op, state, original = session.chooser.next()
+        msg, withdrawn = session.build(op, state, original)
+        outstanding += 1
+        assert session.conn is not None
+        session.conn.send(msg, make_done(session, op, state, withdrawn, intended),
+                          spec.timeout_s)
+    scheduled_all = True
+    if outstanding == 0:
+        drained.set()
+    # Every request has its own timeout, so this wait ends; the bound is a backstop.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(drained.wait(), spec.timeout_s + 1.0)
+
+
+async def _sign_on(session: AtmSession, timeout_s: float) -> str:
+    conn = session.conn
+    assert conn is not None
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+
+    def done(resp: IsoMessage | None, err: str | None, t: float) -> None:
+        if not fut.done():
+            fut.set_result(err or (resp.get(39) if resp is not None else None) or "?")
+
+    conn.send(session.builder.network("001"), done, timeout_s)
+    return await fut
+
+
+async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any]:
+    rng = random.Random(spec.seed)
+    sessions = [AtmSession(atm, cards, spec.mix, random.Random(rng.random()), spec)
+                for atm, cards in spec.connections]
+    connect_errors = 0
+    for result in await asyncio.gather(*(s.connect() for s in sessions),
+                                       return_exceptions=True):
+        if isinstance(result, BaseException):
+            connect_errors += 1
+    live = [s for s in sessions if s.conn is not None]
+    signons = Counter(await asyncio.gather(*(_sign_on(s, spec.timeout_s) for s in live)))
+    pipe.send(("ready", {"connections": len(live), "connect_errors": connect_errors,
+                         "signon": dict(signons)}))
+    if not await asyncio.to_thread(pipe.poll, GO_TIMEOUT_S):
+        raise TimeoutError("the harness never said go")
+    tag, t_begin, t_measure, t_end = pipe.recv()
+    assert tag == "go", tag
+    rec = Recorder(t_measure, t_end, progress=progress)
+    rec.errors["connect"] += connect_errors
+    rec.errors["signon"] += sum(n for code, n in signons.items() if code != "00")
+    await asyncio.sleep(max(0.0, t_begin - time.monotonic()))
+    cpu: dict[str, float] = {}
+    cpu_task = asyncio.get_running_loop().create_task(_cpu_marks(t_measure, t_end, cpu))
+    if spec.mode == "closed":
+        await asyncio.gather(*(_closed_worker(s, rec, spec.timeout_s) for s in live))
+    else:
+        await _open_scheduler(live, rec, spec, t_begin)
+    if not cpu_task.done():  # the loops ended early (connections lost): no CPU figure
+        cpu_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cpu_task
+    for s in live:
+        assert s.conn is not None
+        rec.errors["unmatched"] += s.conn.unmatched
+        rec.errors["undecodable"] += s.conn.undecodable
+        s.conn.close()
+    result = rec.result()
+    result["errors"] = {k: v for k, v in result["errors"].items() if v}
+    result["loadgen_cpu_s"] = cpu.get("end", 0.0) - cpu.get("start", 0.0)
+    result["substituted"] = sum(s.chooser.substituted for s in sessions)
+    result["card_collisions"] = sum(s.chooser.collisions for s in sessions)
+    result["signon"] = dict(signons)
+    return result
+
+
+async def _cpu_marks(t_measure: float, t_end: float, out: dict[str, float]) -> None:
+    await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+    t = os.times()
+    out["start"] = t.user + t.system
+    await asyncio.sleep(max(0.0, t_end - time.monotonic()))
+    t = os.times()
+    out["end"] = t.user + t.system
+
+
+def process_main(spec: LoadSpec, pipe: Connection, progress: Any) -> None:
+    """Entry point of a load-generator process (multiprocessing target)."""
+    try:
+        try:
+            import uvloop
+
+            result = uvloop.run(_run(spec, pipe, progress))
+        except ImportError:
+            result = asyncio.run(_run(spec, pipe, progress))
+        pipe.send(("result", result))
+    except BaseException as exc:
+        # Report the failure by type and text (our own texts never hold a PAN or PIN).
+        pipe.send(("failed", f"{type(exc).__name__}: {exc}"))
+        raise
+    finally:
+        pipe.close()
+
+
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up several processes' results (histograms, counters, per-second series)."""
+    hist = new_histogram()
+    op_hists: dict[str, HdrHistogram] = {}
+    codes: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    errors: Counter[str] = Counter()
+    unexpected: Counter[str] = Counter()
+    per_second: list[int] = []
+    per_second_max_us: list[int] = []
+    merged: dict[str, Any] = {"completed": 0, "loadgen_cpu_s": 0.0, "substituted": 0,
+                              "card_collisions": 0}
+    signon: Counter[str] = Counter()
+    for r in results:
+        hist.add(decode_histogram(r["hist"]))
+        for op, text in r["op_hists"].items():
+            op_hists.setdefault(op, new_histogram()).add(decode_histogram(text))
+        for op, c in r["codes"].items():
+            codes[op].update(c)
+        errors.update(r["errors"])
+        unexpected.update(r["unexpected"])
+        signon.update(r.get("signon", {}))
+        for i, n in enumerate(r["per_second"]):
+            if i >= len(per_second):
+                per_second.append(0)
+                per_second_max_us.append(0)
+            per_second[i] += n
+            per_second_max_us[i] = max(per_second_max_us[i], r["per_second_max_us"][i])
+        for key in ("completed", "loadgen_cpu_s", "substituted", "card_collisions"):
+            merged[key] += r.get(key, 0)
+    merged.update(hist=hist, op_hists=op_hists, codes={k: dict(v) for k, v in codes.items()},
+                  errors=dict(errors), unexpected=dict(unexpected), per_second=per_second,
+                  per_second_max_us=per_second_max_us,
+                  signon=dict(signon))
+    return merged
+

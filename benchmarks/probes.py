@@ -1,0 +1,118 @@
+"""What the harness samples around a measurement window: the switch's Prometheus
+counters and the CPU time of the switch and PostgreSQL processes."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+SCRAPE_TIMEOUT_S = 5.0
+# Counters whose increase over a window the report shows (sums over all labels).
+COUNTERS = (
+    "atm_switch_ledger_retries_total",
+    "atm_switch_ledger_errors_total",
+    "atm_switch_load_shed_total",
+    "atm_switch_decode_errors_total",
+    "atm_switch_hsm_errors_total",
+)
+
+
+def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, float]:
+    """Sum of every sample of each named counter (absent counters are 0)."""
+    wanted = set(names)
+    totals = dict.fromkeys(wanted, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                totals[sample.name] += sample.value
+    return totals
+
+
+def scrape(url: str | None) -> dict[str, float] | None:
+    """The counters from `url` (…/metrics), or None when it cannot be read."""
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT_S) as resp:  # noqa: S310 - our URL
+            text = resp.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return None
+    return parse_counters(text)
+
+
+def counter_delta(before: dict[str, float] | None, after: dict[str, float] | None
+                  ) -> dict[str, float] | None:
+    if before is None or after is None:
+        return None
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
+def _tree_cpu_s(pids: Iterable[int]) -> float:
+    total = 0.0
+    seen: set[int] = set()
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in procs:
+            if proc.pid in seen:
+                continue
+            seen.add(proc.pid)
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += t.user + t.system
+    return total
+
+
+def machine_busy_cpu_s() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and I/O wait)."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0)
+                 - getattr(t, "guest_nice", 0.0))
+
+
+def postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass
+class CpuProbe:
+    """CPU seconds (user + system) of process trees: the switch and PostgreSQL.
+
+    A backend that exits inside the window takes its CPU time with it, so the
+    PostgreSQL figure is a lower bound when connections churn (they do not here:
+    the switch keeps a pool).
+    """
+
+    switch_pids: list[int] = field(default_factory=list)
+    postgres_pid: int | None = None
+
+    def sample(self) -> dict[str, float | None]:
+        return {
+            "switch": _tree_cpu_s(self.switch_pids) if self.switch_pids else None,
+            "postgres": (_tree_cpu_s([self.postgres_pid])
+                         if self.postgres_pid is not None else None),
+            "machine_busy": machine_busy_cpu_s(),
+        }
+
+
+def cpu_delta(before: dict[str, float | None], after: dict[str, float | None]
+              ) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, value in after.items():
+        prior = before.get(key)
+        out[key] = None if value is None or prior is None else value - prior
+    return out

@@ -1,0 +1,193 @@
+"""Turning measurements into figures: percentiles, the JSON record, the PNG and
+the markdown summary. Pure apart from writing the output files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+PERCENTILES = {"p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0, "p999_ms": 99.9}
+# Keys every results file has (the smoke test checks them).
+REQUIRED_KEYS = ("auth_tps", "pgbench_tps", "ratio", "p50_ms", "p95_ms", "p99_ms", "p999_ms",
+                 "max_ms", "clients", "errors", "phases", "verify_ok", "machine")
+
+
+def latency_summary(hist: HdrHistogram) -> dict[str, float | int]:
+    """Percentiles and max in milliseconds (histogram values are microseconds)."""
+    out: dict[str, float | int] = {"count": hist.get_total_count()}
+    if hist.get_total_count() == 0:
+        out.update(dict.fromkeys([*PERCENTILES, "max_ms", "mean_ms"], 0.0))
+        return out
+    for key, pct in PERCENTILES.items():
+        out[key] = round(hist.get_value_at_percentile(pct) / 1000.0, 3)
+    out["max_ms"] = round(hist.get_max_value() / 1000.0, 3)
+    out["mean_ms"] = round(hist.get_mean_value() / 1000.0, 3)
+    return out
+
+
+def percentile_curve(hist: HdrHistogram, points: int = 60) -> list[tuple[float, float]]:
+    """(percentile, latency ms) points on the usual HDR axis (log of 1/(1-p))."""
+    if hist.get_total_count() == 0:
+        return []
+    curve: list[tuple[float, float]] = []
+    for i in range(points + 1):
+        # 0 .. 99.999 spaced evenly on log10(1/(1-p)) from 1 to 5 nines.
+        nines = 5.0 * i / points
+        pct = 100.0 * (1.0 - 10.0 ** (-nines))
+        curve.append((round(pct, 5), hist.get_value_at_percentile(pct) / 1000.0))
+    return curve
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                            "system": f"{platform.system()} {platform.release()}",
+                            "machine": platform.machine()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                             check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("Model name", "Hypervisor vendor", "CPU(s)", "Thread(s) per core"):
+            info[key.strip().lower().replace(" ", "_").replace("(s)", "s")] = value.strip()
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            first = handle.readline().split()
+        info["memory_gib"] = round(int(first[1]) / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return info
+
+
+def git_commit(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_json(results: dict[str, Any], out_dir: Path, stamp: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=2, sort_keys=True) + "\n"
+    latest = out_dir / "latest.json"
+    stamped = out_dir / f"run-{stamp}.json"
+    latest.write_text(text, encoding="utf-8")
+    stamped.write_text(text, encoding="utf-8")
+    return latest, stamped
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def markdown_summary(results: dict[str, Any]) -> str:
+    """A short human summary: headline, every phase, verification."""
+    lines = [
+        f"# atm-switch benchmark ({results.get('started_at', '')})",
+        "",
+        f"Machine: {results['machine'].get('cpus')} CPUs "
+        f"({results['machine'].get('model_name', 'unknown model')}), "
+        f"commit {results.get('commit') or 'unknown'}; mode: {results.get('profile')}.",
+        "",
+        f"**Headline (closed loop, {results['clients']} ATMs):** "
+        f"{_fmt(results['auth_tps'])} authorizations/s vs pgbench -N {_fmt(results['pgbench_tps'])}"
+        f" tps: ratio **{_fmt(results['ratio'], 2)}**; p50 {_fmt(results['p50_ms'], 2)} ms, "
+        f"p99 {_fmt(results['p99_ms'], 2)} ms, p99.9 {_fmt(results['p999_ms'], 2)} ms; "
+        f"errors {results['errors']}.",
+        "",
+        "| phase | mode | ATMs | rate | auth/s | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |"
+        " errors | retries | switch CPU ms/auth | pgbench tps | ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ph in results["phases"]:
+        lat = ph["latency"]
+        lines.append(
+            f"| {ph['name']} | {ph['mode']} | {ph['clients']} | "
+            f"{_fmt(ph.get('rate_tps'), 0) if ph.get('rate_tps') else '-'} | "
+            f"{_fmt(ph['auth_tps'])} | {_fmt(lat['p50_ms'], 2)} | {_fmt(lat['p95_ms'], 2)} | "
+            f"{_fmt(lat['p99_ms'], 2)} | {_fmt(lat['p999_ms'], 2)} | {_fmt(lat['max_ms'], 2)} | "
+            f"{ph['errors']} | {_fmt(ph.get('ledger_retries'), 0)} | "
+            f"{_fmt(ph.get('switch_cpu_ms_per_auth'), 3)} | "
+            f"{_fmt((ph.get('pgbench') or {}).get('tps'))} | {_fmt(ph.get('ratio'), 2)} |")
+    verdict = "clean" if results["verify_ok"] else "FAILED"
+    lines += ["", f"Ledger verify after the run: **{verdict}**."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], curves: dict[str, list[tuple[float, float]]],
+         path: Path) -> Path:
+    """Latency distribution (percentile curves) and throughput against concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import math
+
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
+    for name, curve in curves.items():
+        if not curve:
+            continue
+        xs = [1.0 / max(1e-6, 1.0 - p / 100.0) for p, _ in curve]
+        ax1.plot(xs, [ms for _, ms in curve], label=name)
+    ax1.set_xscale("log")
+    ticks = [1, 2, 10, 100, 1000, 10000, 100000]
+    ax1.set_xticks(ticks)
+    ax1.set_xticklabels(["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
+    ax1.set_xlabel("percentile")
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_title("End-to-end latency distribution")
+    ax1.grid(True, which="both", alpha=0.3)
+    if any(curves.values()):
+        ax1.legend(fontsize=8)
+
+    sweep = [ph for ph in results["phases"] if ph["mode"] == "closed" and ph["group"] == "sweep"]
+    clients = [ph["clients"] for ph in sweep]
+    ax2.plot(clients, [ph["auth_tps"] for ph in sweep], "o-", label="switch authorizations/s")
+    pg = [(ph["clients"], ph["pgbench"]["tps"]) for ph in sweep if ph.get("pgbench")]
+    if pg:
+        ax2.plot([c for c, _ in pg], [t for _, t in pg], "s--", label="pgbench -N tps")
+    if clients and max(clients) > 1:
+        ax2.set_xscale("log", base=2)
+    ax2.set_xticks(clients or [1])
+    ax2.set_xticklabels([str(c) for c in clients] or ["1"])
+    ax2.set_xlabel("concurrency (ATM connections / pgbench clients)")
+    ax2.set_ylabel("transactions per second")
+    ax2.set_title("Throughput against concurrency (closed loop)")
+    ax2.grid(True, alpha=0.3)
+    if sweep:
+        p99 = ax2.twinx()
+        p99.plot(clients, [ph["latency"]["p99_ms"] for ph in sweep], "x:", color="grey",
+                 label="switch p99 (ms)")
+        p99.set_ylabel("p99 latency (ms)")
+        top = max([ph["latency"]["p99_ms"] for ph in sweep] + [1.0])
+        p99.set_ylim(0, math.ceil(top * 1.2))
+        p99.legend(loc="lower right", fontsize=8)
+    ax2.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def headline(phases: Sequence[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """The closed-loop sweep phase at `clients` ATMs (or the nearest below it)."""
+    sweep = [ph for ph in phases if ph["mode"] == "closed" and ph["group"] == "sweep"]
+    assert sweep, "no closed-loop phase"
+    at_or_below = [ph for ph in sweep if ph["clients"] <= clients] or sweep
+    return max(at_or_below, key=lambda ph: ph["clients"])

@@ -1,0 +1,52 @@
+"""Smoke run of the benchmark harness (`atm-switch bench --quick`): correctness only.
+
+It starts its own embedded PostgreSQL and switch process, provisions a few
+hundred cards, drives closed- and open-loop load over TCP, runs pgbench and
+verifies the ledger. Speed is never asserted here (CI machines vary); what is
+asserted: the run completed, the ledger verified clean, the ATMs saw no
+errors or timeouts, and the results file has every documented key.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.report import REQUIRED_KEYS
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK_TIMEOUT_S = 240
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.harness", "--quick", "--cards", "200",
+         "--duration", "4", "--out", str(out), "--data-dir", str(tmp_path / "state")],
+        cwd=str(REPO), capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, check=False)
+    tail = done.stderr[-3000:]
+    assert done.returncode == 0, tail
+    results = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    missing = [k for k in REQUIRED_KEYS if k not in results]
+    assert not missing, missing
+    assert results["verify_ok"] is True
+    assert results["errors"] == 0, results["phases"]
+    for phase in results["phases"]:
+        assert phase["errors"] == 0 and not phase["error_kinds"], phase["name"]
+        assert phase["completed"] > 0, phase["name"]
+        assert phase["signon"] == {"00": phase["connections"]}, phase["name"]
+        codes = {code for per_op in phase["codes"].values() for code in per_op}
+        assert codes <= {"00", "51", "55"}, (phase["name"], codes)
+    assert {ph["mode"] for ph in results["phases"]} == {"closed", "open"}
+    assert results["pgbench_tps"] > 0 and results["ratio"] > 0
+    assert (out / "latest.png").stat().st_size > 0
+    assert (out / "latest.md").read_text(encoding="utf-8").startswith("# atm-switch benchmark")
+    assert len(list(out.glob("run-*.json"))) == 1
+    # Nothing printed may carry a benchmark card number in clear.
+    assert "499999000" not in done.stderr + done.stdout

@@ -1,0 +1,161 @@
+"""The benchmark's pure pieces: workload, chooser rules, parsing, reporting, recording."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from benchmarks import report
+from benchmarks.loadgen import Recorder, decode_histogram, encode_histogram, merge_results
+from benchmarks.pgbench import PgbenchError, parse_output
+from benchmarks.probes import counter_delta, parse_counters
+from benchmarks.workload import (
+    EXPECTED_CODE,
+    Dataset,
+    Mix,
+    Op,
+    OpChooser,
+    Withdrawn,
+    luhn_complete,
+    mask_pan,
+)
+from messages.codec import IsoMessage
+from messages.fields import luhn_ok
+
+
+def test_mix_parse_and_defaults() -> None:
+    assert Mix().as_dict() == {"withdrawal": 70, "balance": 15, "wrong_pin": 5,
+                               "insufficient": 5, "reversal": 5}
+    mix = Mix.parse("withdrawal=50, balance=50, wrong-pin=0, insufficient=0, reversal=0")
+    assert mix.weights()[Op.BALANCE] == 50 and mix.weights()[Op.WRONG_PIN] == 0
+    for bad in ("bogus=1", "withdrawal", "withdrawal=x",
+                "withdrawal=0,balance=0,wrong_pin=0,insufficient=0,reversal=0"):
+        with pytest.raises(ValueError):
+            Mix.parse(bad)
+
+
+def test_dataset_is_reproducible_valid_and_masked() -> None:
+    a = Dataset.generate(50, 4, seed=7)
+    assert a == Dataset.generate(50, 4, seed=7)
+    assert all(luhn_ok(c.pan) and len(c.pan) == 16 for c in a.cards)
+    assert len({c.pan for c in a.cards}) == 50
+    assert all(len(t.tpk_hex) == 32 for t in a.atms)
+    card = a.cards[0]
+    assert card.pan not in repr(card) and card.pin not in repr(card)
+    assert card.wrong_pin != card.pin
+    assert mask_pan("4999990000000001") == "499999******0001"
+    assert luhn_ok(luhn_complete("499999000000123"))
+    prov = a.provisioning()
+    assert len(prov["terminals"]) == 4 and len(prov["cards"]) == 50
+    assert all("daily_limit" not in c for c in prov["cards"])
+
+
+def test_partition_covers_every_connection() -> None:
+    ds = Dataset.generate(10, 2)
+    parts = ds.partition(4)
+    assert sorted(i for p in parts for i in p) == list(range(10))
+    wrapped = ds.partition(16)  # fewer cards than connections: cards are shared
+    assert all(wrapped)
+
+
+def _chooser(mix: Mix, cards: int = 20) -> OpChooser:
+    return OpChooser(mix, list(range(cards)), random.Random(3))
+
+
+def test_wrong_pin_only_on_a_card_whose_last_pin_was_good() -> None:
+    chooser = _chooser(Mix(withdrawal=0, balance=0, wrong_pin=1, insufficient=0, reversal=0),
+                       cards=3)
+    seen_streaks = []
+    for _ in range(30):
+        op, state, _ = chooser.next()
+        if op is Op.WRONG_PIN:
+            seen_streaks.append(state.wrong_streak)
+        chooser.done(op, state, EXPECTED_CODE[op])
+    assert seen_streaks and all(s == 0 for s in seen_streaks)
+    assert chooser.substituted > 0  # once every card had a wrong PIN, it turned to balance
+    # A good PIN clears the streak again.
+    chooser2 = _chooser(Mix(), cards=1)
+    chooser2.states[0].wrong_streak = 1
+    chooser2.done(Op.BALANCE, chooser2.states[0], "00")
+    assert chooser2.states[0].wrong_streak == 0
+
+
+def test_reversal_takes_an_approved_withdrawal_or_substitutes() -> None:
+    chooser = _chooser(Mix(withdrawal=0, balance=0, wrong_pin=0, insufficient=0, reversal=1))
+    op, state, original = chooser.next()
+    assert op is Op.WITHDRAWAL and original is None and chooser.substituted == 1
+    msg = IsoMessage("0200", {11: "000001"})
+    chooser.done(op, state, "00", Withdrawn(state.index, msg, 5000))
+    op, state2, original = chooser.next()
+    assert op is Op.REVERSAL and original is not None and original.request is msg
+    assert state2.index == state.index and state2.busy
+
+
+def test_busy_cards_are_not_chosen_while_idle_ones_exist() -> None:
+    chooser = _chooser(Mix(), cards=2)
+    _, first, _ = chooser.next()
+    _, second, _ = chooser.next()
+    assert first.index != second.index or chooser.collisions == 1
+
+
+def test_pgbench_output_parsing() -> None:
+    text = ("transaction type: <builtin: simple update>\nscaling factor: 1\n"
+            "number of clients: 8\nnumber of transactions actually processed: 9000\n"
+            "number of failed transactions: 0 (0.000%)\nlatency average = 4.321 ms\n"
+            "initial connection time = 12.3 ms\ntps = 1851.234567 (without initial connection "
+            "time)\n")
+    assert parse_output(text) == (1851.234567, 4.321, 9000, 0)
+    with pytest.raises(PgbenchError):
+        parse_output("nothing here")
+
+
+def test_metrics_counters_parse_and_delta() -> None:
+    page = ("# HELP atm_switch_ledger_retries_total Ledger retries.\n"
+            "# TYPE atm_switch_ledger_retries_total counter\n"
+            'atm_switch_ledger_retries_total{reason="serialization"} 3.0\n'
+            'atm_switch_ledger_retries_total{reason="deadlock"} 1.0\n')
+    counters = parse_counters(page)
+    assert counters["atm_switch_ledger_retries_total"] == 4.0
+    assert counters["atm_switch_load_shed_total"] == 0.0
+    later = dict(counters, atm_switch_ledger_retries_total=10.0)
+    delta = counter_delta(counters, later)
+    assert delta is not None and delta["atm_switch_ledger_retries_total"] == 6.0
+    assert counter_delta(None, later) is None
+
+
+def test_recorder_window_and_merge() -> None:
+    rec = Recorder(t_measure=10.0, t_end=20.0)
+    ok = IsoMessage("0210", {39: "00"})
+    rec.record(Op.WITHDRAWAL, 9.0, 9.5, ok, None, window_by=9.5)      # warm-up: not counted
+    rec.record(Op.WITHDRAWAL, 10.0, 10.004, ok, None, window_by=10.004)
+    rec.record(Op.BALANCE, 11.0, 11.010, ok, None, window_by=11.010)
+    rec.record(Op.WRONG_PIN, 12.0, 12.0, ok, None, window_by=12.0)    # 00 where 55 expected
+    rec.record(Op.WITHDRAWAL, 13.0, 23.0, None, "timeout", window_by=13.0)
+    result = rec.result()
+    assert result["completed"] == 3
+    assert result["errors"] == {"unexpected_code": 1, "timeout": 1}
+    assert result["unexpected"] == {"wrong_pin:00": 1}
+    merged = merge_results([result, result])
+    assert merged["completed"] == 6 and merged["errors"]["timeout"] == 2
+    assert merged["hist"].get_total_count() == 6
+    summary = report.latency_summary(merged["hist"])
+    assert 3.9 <= summary["p50_ms"] <= 4.1 and 9.9 <= summary["max_ms"] <= 10.1
+    assert decode_histogram(encode_histogram(merged["hist"])).get_total_count() == 6
+
+
+def test_report_headline_and_markdown() -> None:
+    def phase(name: str, clients: int, tps: float) -> dict[str, object]:
+        lat = {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "p999_ms": 4.0, "max_ms": 5.0}
+        return {"name": name, "group": "sweep", "mode": "closed", "clients": clients,
+                "auth_tps": tps, "latency": lat, "errors": 0, "ledger_retries": 0,
+                "pgbench": {"tps": 2 * tps}, "ratio": 0.5}
+    phases = [phase("closed-8", 8, 100.0), phase("closed-32", 32, 300.0),
+              phase("closed-128", 128, 200.0)]
+    assert report.headline(phases, 32)["clients"] == 32
+    assert report.headline(phases, 16)["clients"] == 8
+    results = {"machine": {"cpus": 2}, "clients": 32, "auth_tps": 300.0, "pgbench_tps": 600.0,
+               "ratio": 0.5, "p50_ms": 1.0, "p99_ms": 3.0, "p999_ms": 4.0, "errors": 0,
+               "phases": phases, "verify_ok": True}
+    text = report.markdown_summary(results)
+    assert "closed-32" in text and "ratio **0.50**" in text and "clean" in text
