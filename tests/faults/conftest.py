@@ -7,6 +7,7 @@ only hurt the switch use a fresh database on the shared server.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -48,11 +49,18 @@ def provision(dsn: str, workdir: Path, terminals: list[dict[str, object]],
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+# Each client takes its own block of STANs: the idempotency key is acquirer +
+# terminal + STAN + transmission time, so two clients of one terminal starting
+# at the same STAN in the same second would be taken for repeats of each other.
+_stan_blocks = itertools.count(1)
+STAN_BLOCK = 5_000
+
+
 def atm(terminal_id: str, **extra: object) -> AtmClient:
     config = AtmConfig(terminal_id=terminal_id, acquirer_id=ACQUIRER, tpk_hex=TPK)
     for key, value in extra.items():
         setattr(config, key, value)
-    return AtmClient(config)
+    return AtmClient(config, stan_start=(next(_stan_blocks) * STAN_BLOCK) % 990_000 + 1)
 
 
 def rss_kib(proc: SwitchProcess) -> int:
