@@ -96,6 +96,8 @@ class SwitchConfig:
     cache_ttl_s: float = 5.0
     pin_tries_max: int = 3
     pin_format_error_counts: bool = True
+    terminal_wrong_pins_max: int = 20
+    terminal_wrong_pin_window_s: float = 300.0
     sign_on_required: bool = False
     business_tz: str = "UTC"
     fold_interval_s: float = 1.0
@@ -122,6 +124,8 @@ class SwitchConfig:
         _positive("server.hsm_timeout_s", self.hsm_timeout_s)
         _positive("server.shutdown_grace_s", self.shutdown_grace_s)
         _positive("security.pin_tries_max", self.pin_tries_max)
+        _positive("security.terminal_wrong_pins_max", self.terminal_wrong_pins_max)
+        _positive("security.terminal_wrong_pin_window_s", self.terminal_wrong_pin_window_s)
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("logging.level must be DEBUG, INFO, WARNING or ERROR")
         for name, value in (("security.master_key", self.master_key_hex),
@@ -157,7 +161,9 @@ _SECTIONS: dict[str, dict[str, str]] = {
                "hsm_timeout_s": "hsm_timeout_s", "shutdown_grace_s": "shutdown_grace_s",
                "cache_ttl_s": "cache_ttl_s", "sign_on_required": "sign_on_required"},
     "security": {"pin_tries_max": "pin_tries_max", "master_key_file": "master_key_file",
-                 "pin_format_error_counts": "pin_format_error_counts", "pvk": "pvk_text"},
+                 "pin_format_error_counts": "pin_format_error_counts", "pvk": "pvk_text",
+                 "terminal_wrong_pins_max": "terminal_wrong_pins_max",
+                 "terminal_wrong_pin_window_s": "terminal_wrong_pin_window_s"},
     "business": {"timezone": "business_tz", "fold_interval_s": "fold_interval_s",
                  "hold_expiry_interval_s": "hold_expiry_interval_s"},
     "logging": {"json": "log_json", "level": "log_level"},

@@ -44,6 +44,7 @@ class Decision(enum.IntEnum):
     PIN_TRIES_EXCEEDED = 51
     PIN_WRONG = 52
     PIN_NOT_VERIFIABLE = 53
+    TERMINAL_PIN_LIMIT = 54
     # accounts, limits, funds
     NO_CHECKING_ACCOUNT = 60
     NO_SAVINGS_ACCOUNT = 61
@@ -83,6 +84,7 @@ _CODES: dict[Decision, ResponseCode] = {
     Decision.PIN_TRIES_EXCEEDED: ResponseCode.PIN_TRIES_EXCEEDED,
     Decision.PIN_WRONG: ResponseCode.INCORRECT_PIN,
     Decision.PIN_NOT_VERIFIABLE: ResponseCode.PIN_VALIDATION_NOT_POSSIBLE,
+    Decision.TERMINAL_PIN_LIMIT: ResponseCode.NOT_PERMITTED_TERMINAL,
     Decision.NO_CHECKING_ACCOUNT: ResponseCode.NO_CHECKING_ACCOUNT,
     Decision.NO_SAVINGS_ACCOUNT: ResponseCode.NO_SAVINGS_ACCOUNT,
     Decision.INVALID_FROM_ACCOUNT: ResponseCode.INVALID_FROM_ACCOUNT,

@@ -34,6 +34,9 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def mask_pan(digits: str) -> str:
+    """First 6 and last 4 of a PAN; anything too short to be one is hidden whole."""
+    if len(digits) < 12:
+        return "*" * len(digits)
     return digits[:6] + "*" * (len(digits) - 10) + digits[-4:]
 
 

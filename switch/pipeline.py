@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from messages.codec import IsoMessage
 from messages.errors import FieldError
 from messages.fields import AccountType, AdditionalAmount, AmountType, OriginalData, TxnType
 from messages.mti import Mti
+from messages.profiles import Profile
 from messages.views import NetworkRequest, ReversalRequest, TransactionRequest, respond
 from switch.cache import TtlCache
 from switch.decisions import Decision, response_code
@@ -115,6 +117,7 @@ class Session:
     """Per-connection state: which terminals signed on over this connection."""
 
     peer: str
+    profile: Profile | None = None
     signed_on: set[str] = field(default_factory=set)
 
 
@@ -126,6 +129,8 @@ class PipelineSettings:
     hsm_timeout_s: float = 1.0
     cache_ttl_s: float = 5.0
     cache_entries_max: int = 200_000
+    terminal_wrong_pins_max: int = 20
+    terminal_wrong_pin_window_s: float = 300.0
 
 
 @dataclass(slots=True)
@@ -133,6 +138,7 @@ class Outcome_:
     decision: Decision
     result: Result | None = None
     extra: dict[int, str] = field(default_factory=dict)
+    mac_key: str | None = None  # wrapped TAK: the response is MACed under it
 
 
 class Pipeline:
@@ -148,6 +154,10 @@ class Pipeline:
         self._cards: TtlCache[str, CardRecord] = TtlCache(
             settings.cache_ttl_s, settings.cache_entries_max)
         self._keys: TtlCache[str, WrappedKey] = TtlCache(3600.0, 100_000)
+        # Wrong PINs per terminal in a sliding window: a brute-force attempt across
+        # many cards at one terminal is stopped even though no single card's try
+        # counter reaches its limit. Keys are known terminals only (checked first).
+        self._wrong_pins: dict[str, deque[float]] = {}
 
     # -- entry point ---------------------------------------------------------
 
@@ -230,6 +240,39 @@ class Pipeline:
 
     def invalidate_terminal(self, terminal_id: str) -> None:
         self._terminals.invalidate(terminal_id)
+
+    def _wrong_pin_window(self, terminal_id: str) -> deque[float]:
+        window = self._wrong_pins.setdefault(terminal_id, deque())
+        horizon = time.monotonic() - self._settings.terminal_wrong_pin_window_s
+        while window and window[0] < horizon:
+            window.popleft()
+        return window
+
+    def _note_wrong_pin(self, terminal_id: str) -> None:
+        window = self._wrong_pin_window(terminal_id)
+        if len(window) < self._settings.terminal_wrong_pins_max:
+            window.append(time.monotonic())
+            if len(window) == self._settings.terminal_wrong_pins_max:
+                log.warning("terminal %s reached %d wrong PINs in %.0f s: PIN requests "
+                            "refused until the window passes", terminal_id, len(window),
+                            self._settings.terminal_wrong_pin_window_s)
+
+    def _terminal_pin_locked(self, terminal_id: str) -> bool:
+        if terminal_id not in self._wrong_pins:
+            return False
+        return len(self._wrong_pin_window(terminal_id)) >= self._settings.terminal_wrong_pins_max
+
+    async def _signed(self, answer: IsoMessage, out: Outcome_,
+                      session: Session | None) -> IsoMessage:
+        """MAC the response (field 64) for a terminal that requires MACs."""
+        if out.mac_key is None or out.decision == Decision.BAD_MAC:
+            return answer
+        profile = session.profile if session is not None and session.profile else None
+        from switch.security import sign_message
+
+        signed = await sign_message(self._hsm, answer, self._key(out.mac_key), profile,
+                                    self._deadline())
+        return signed if signed is not None else answer
 
     def _check_terminal(self, terminal: TerminalRecord | None, acquirer_id: str | None,
                         session: Session | None) -> Decision | None:
@@ -347,7 +390,7 @@ class Pipeline:
         if kind != OpKind.BALANCE_INQUIRY and req.amount <= 0:
             return self._answer(msg, Outcome_(Decision.INVALID_AMOUNT), advice=advice)
         out = await self._authorize(msg, raw, mti, req, kind, session)
-        return self._answer(msg, out, advice=advice)
+        return await self._signed(self._answer(msg, out, advice=advice), out, session)
 
     @staticmethod
     def _op_kind(mti: Mti, txn_type: str) -> OpKind | None:
@@ -379,8 +422,13 @@ class Pipeline:
                 decision = self._check_card(card, req.expiry, time.strftime("%y%m", time.gmtime()))
                 if decision is not None:
                     return Outcome_(decision)
+            if self._terminal_pin_locked(terminal.terminal_id):
+                self._metrics.load_shed.labels(reason="terminal_wrong_pins").inc()
+                return Outcome_(Decision.TERMINAL_PIN_LIMIT)
             pin_check, decision = await self._verify_pin(req, card, terminal)
             if decision is not None:
+                if decision == Decision.PIN_WRONG:
+                    self._note_wrong_pin(terminal.terminal_id)
                 return Outcome_(decision)
         key = self._idempotency_key(req)
         original = None
@@ -400,7 +448,13 @@ class Pipeline:
             pin_tries_max=self._settings.pin_tries_max,
             original=original,
         )
-        return await self._ledger_call(key, self._ledger.authorize(op))
+        out = await self._ledger_call(key, self._ledger.authorize(op))
+        if out.decision in (Decision.PIN_WRONG, Decision.PIN_TRIES_EXCEEDED) \
+                and pin_check == "wrong":
+            self._note_wrong_pin(terminal.terminal_id)
+        if terminal.mac_required:
+            out.mac_key = terminal.tak
+        return out
 
     @staticmethod
     def _idempotency_key(req: TransactionRequest | ReversalRequest) -> IdempotencyKey:
@@ -468,7 +522,9 @@ class Pipeline:
             request_digest=self._digest(0, req),
         )
         out = await self._ledger_call(key, self._ledger.reverse(op))
-        return self._answer(msg, out, advice=advice)
+        if terminal.mac_required:
+            out.mac_key = terminal.tak
+        return await self._signed(self._answer(msg, out, advice=advice), out, None)
 
     # -- 08xx ----------------------------------------------------------------
 

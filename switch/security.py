@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hsm.errors import HsmError
 from hsm.interface import Hsm
 from hsm.keys import WrappedKey
 from hsm.mac import RETAIL_MAC, MacAlgorithm
 from hsm.results import HsmResult
 from ledger.model import TerminalRecord
-from messages.codec import IsoMessage
+from messages.codec import IsoMessage, encode
+from messages.errors import EncodeError
+from messages.profiles import ASCII, Profile
 
 MAC_BYTES = 8
 
@@ -65,3 +68,22 @@ async def verify_message_mac(hsm: Hsm, msg: IsoMessage, raw: bytes, terminal: Te
     if result == HsmResult.VERIFICATION_FAILED:
         return False
     return None
+
+
+async def sign_message(hsm: Hsm, msg: IsoMessage, key: WrappedKey, profile: Profile | None,
+                       deadline: float) -> IsoMessage | None:
+    """`msg` with field 64 carrying its MAC as it will travel in `profile`, or None
+    when the HSM or the encoder fails (the caller sends the message unsigned and the
+    terminal will refuse it, which is the safe failure)."""
+    profile = profile or ASCII
+    placeholder = msg.with_fields({64: "0" * (2 * MAC_BYTES), 128: None})
+    try:
+        raw = encode(placeholder, profile)
+    except EncodeError:
+        return None
+    tail = MAC_BYTES if profile.binary else 2 * MAC_BYTES
+    try:
+        mac = await hsm.generate_mac(key, raw[:-tail], mac_algorithm(key), deadline_s=deadline)
+    except HsmError:
+        return None
+    return msg.with_fields({64: mac[:MAC_BYTES].hex().upper(), 128: None})

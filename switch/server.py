@@ -31,6 +31,7 @@ from messages.framing import Framer, LengthHeader, encode_frame, reply_tpdu
 from messages.profiles import Profile, get_profile
 from messages.views import respond
 from switch.config import ListenerConfig
+from switch.logs import mask_pan
 from switch.metrics import Metrics
 from switch.pipeline import Pipeline, Session
 
@@ -63,7 +64,7 @@ class Connection(asyncio.Protocol):
         self._framer = Framer(self._header, tpdu=listener.tpdu,
                               frame_bytes_max=listener.frame_bytes_max)
         self._transport: asyncio.Transport | None = None
-        self._session = Session(peer="?")
+        self._session = Session(peer="?", profile=profile)
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._decode_errors = 0
@@ -206,7 +207,14 @@ class Connection(asyncio.Protocol):
             self._state.metrics.in_flight.dec()
         if answer is not None:
             self._send(msg, answer, tpdu)
-        self._state.metrics.latency.labels(stage="total").observe(time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        self._state.metrics.latency.labels(stage="total").observe(elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("answered", extra={"fields": {
+                "mti": msg.mti, "stan": msg.get(11), "terminal": msg.get(41),
+                "pan": mask_pan(msg.get(2) or "") if msg.get(2) else None,
+                "rc": answer.get(39) if answer is not None else None,
+                "ms": round(elapsed * 1000, 2)}})
 
     def _send(self, request: IsoMessage, answer: IsoMessage, tpdu: bytes | None) -> None:
         self._state.metrics.messages.labels(

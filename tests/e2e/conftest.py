@@ -31,6 +31,7 @@ TERMINALS = [
     terminal("ATM00005", pin_block_format=1),
     terminal("ATM00006", status="inactive"),
     terminal("ATM00007", pin_block_format=3),
+    terminal("ATM00008"),
 ]
 
 CARDS = [
@@ -52,11 +53,18 @@ CARDS = [
     card(16),
     card(17),
     card(18),
+    card(19),
+    card(20),
+    card(21),
+    card(22),
 ]
 
 
 def config_text(binary_port: int, tight_port: int) -> str:
     return f"""
+[security]
+terminal_wrong_pins_max = 6
+
 [[listeners]]
 name = "atm"
 listen = "127.0.0.1:0"

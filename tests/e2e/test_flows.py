@@ -381,9 +381,32 @@ async def test_mac_required_terminal(switch_proc: SwitchProcess) -> None:
         msg = client.balance_inquiry(card(18), "1234")
         assert (await client.send(msg)).code == "63", "no MAC"
         signed = client.with_mac(client.balance_inquiry(card(18), "1234"), TAK)
-        assert (await client.send(signed)).code == "00"
+        ex = await client.send(signed)
+        assert ex.code == "00"
+        # The host MACs its answer too, under the same TAK.
+        assert ex.response.get(64) is not None
+        assert client.with_mac(ex.response, TAK).get(64) == ex.response.get(64)
         forged = client.with_mac(client.balance_inquiry(card(18), "1234"), TAK)
         forged = forged.with_fields({64: "0123456789ABCDEF"})
         assert (await client.send(forged)).code == "63"
+    finally:
+        await client.close()
+
+
+async def test_terminal_wrong_pin_rate_limit(switch_proc: SwitchProcess) -> None:
+    # The e2e host allows 6 wrong PINs per terminal per window (config): spread
+    # over three cards, no card reaches its own limit, the terminal does.
+    client = await connect(switch_proc, "ATM00008")
+    try:
+        for n in (19, 20, 21):
+            for _ in range(2):
+                assert (await client.send(client.withdrawal(card(n), 100, "9999"))).code == "55"
+        ex = await client.send(client.withdrawal(card(22), 100, "1234"))
+        assert ex.code == "58"
+        other = await connect(switch_proc, "ATM00001")
+        try:
+            assert (await other.send(other.withdrawal(card(22), 100, "1234"))).code == "00"
+        finally:
+            await other.close()
     finally:
         await client.close()
