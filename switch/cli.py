@@ -359,13 +359,15 @@ async def _atm(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "bench":
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        # The harness owns its options (argparse REMAINDER would refuse leading ones).
         from benchmarks.harness import main as bench_main
 
-        rc: int = bench_main(args.args)
+        rc: int = bench_main(argv[1:])
         return rc
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "atm":
         logs.configure("WARNING")
         return _run(_atm(args))
