@@ -57,6 +57,8 @@ CARDS = [
     card(20),
     card(21),
     card(22),
+    card(23),
+    card(24),
 ]
 
 

@@ -410,3 +410,36 @@ async def test_terminal_wrong_pin_rate_limit(switch_proc: SwitchProcess) -> None
             await other.close()
     finally:
         await client.close()
+
+
+async def test_frozen_account_is_not_permitted(atm: AtmClient,
+                                               switch_proc: SwitchProcess) -> None:
+    import psycopg
+
+    code = f"CH:{demo_pan(23)[-10:]}-20"  # the ledger's code for a provisioned account
+
+    def freeze() -> int:
+        with psycopg.connect(switch_proc.dsn, autocommit=True) as conn:
+            return conn.execute("UPDATE accounts SET status = 'frozen' WHERE code = %s",
+                                (code,)).rowcount
+
+    assert (await atm.send(atm.withdrawal(card(23), 100, "1234"))).code == "00"
+    assert await asyncio.to_thread(freeze) == 1
+    assert (await atm.send(atm.withdrawal(card(23), 100, "1234"))).code == "57"
+
+
+async def test_repeats_of_hold_and_completion(atm: AtmClient) -> None:
+    hold = atm.financial(card(24), processing="010000", amount=1_000, pin="1234", mti="0100")
+    first = await atm.send(hold)
+    assert first.code == "00"
+    repeat = await atm.send(atm.repeat_of(hold))
+    assert repeat.response.mti == "0110"
+    assert repeat.response.get(38) == first.response.get(38)
+    completion = atm.financial(card(24), processing="010000", amount=1_000, pin=None,
+                               mti="0220", extra={90: atm.reversal(hold).get(90) or ""})
+    assert (await atm.send(completion)).code == "00"
+    again = await atm.send(atm.repeat_of(completion))
+    assert again.response.mti == "0230"
+    assert again.code == "00"
+    after = await atm.send(atm.balance_inquiry(card(24), "1234"))
+    assert balances(after.response)["01"] == 99_000, "completed once"
