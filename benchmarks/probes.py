@@ -70,7 +70,9 @@ def _tree_cpu_s(pids: Iterable[int]) -> float:
                 t = proc.cpu_times()
             except psutil.Error:
                 continue
-            total += t.user + t.system
+            # children_*: children already exited and reaped (a PostgreSQL backend
+            # that closed keeps its CPU time in the postmaster's figure this way).
+            total += t.user + t.system + t.children_user + t.children_system
     return total
 
 
@@ -92,9 +94,8 @@ def postmaster_pid(pgdata: Path) -> int | None:
 class CpuProbe:
     """CPU seconds (user + system) of process trees: the switch and PostgreSQL.
 
-    A backend that exits inside the window takes its CPU time with it, so the
-    PostgreSQL figure is a lower bound when connections churn (they do not here:
-    the switch keeps a pool).
+    Exited, reaped children count through their parent's children_* times, so
+    pgbench's backends, which exit at the end of its run, are included.
     """
 
     switch_pids: list[int] = field(default_factory=list)

@@ -110,9 +110,11 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"errors {results['errors']}.",
         "",
         "| phase | mode | ATMs | rate | auth/s | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |"
-        " errors | retries | switch CPU ms/auth | pgbench tps | ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        " errors | retries | CPU ms/auth switch / PG / loadgen | other load | pgbench tps |"
+        " ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    cpus = results["machine"].get("cpus") or 1
     for ph in results["phases"]:
         lat = ph["latency"]
         lines.append(
@@ -121,11 +123,24 @@ def markdown_summary(results: dict[str, Any]) -> str:
             f"{_fmt(ph['auth_tps'])} | {_fmt(lat['p50_ms'], 2)} | {_fmt(lat['p95_ms'], 2)} | "
             f"{_fmt(lat['p99_ms'], 2)} | {_fmt(lat['p999_ms'], 2)} | {_fmt(lat['max_ms'], 2)} | "
             f"{ph['errors']} | {_fmt(ph.get('ledger_retries'), 0)} | "
-            f"{_fmt(ph.get('switch_cpu_ms_per_auth'), 3)} | "
+            f"{_fmt(ph.get('switch_cpu_ms_per_auth'), 2)} / "
+            f"{_fmt(ph.get('postgres_cpu_ms_per_auth'), 2)} / "
+            f"{_fmt(ph.get('loadgen_cpu_ms_per_auth'), 2)} | {_other(ph, cpus)} | "
             f"{_fmt((ph.get('pgbench') or {}).get('tps'))} | {_fmt(ph.get('ratio'), 2)} |")
+    lines += ["", "CPU ms/auth: CPU time of the switch process(es), of PostgreSQL and of the "
+              "load generator per measured authorization. Other load: CPU used by other "
+              "processes on the machine during the window, as a share of all cores (a shared "
+              "machine makes every figure pessimistic)."]
     verdict = "clean" if results["verify_ok"] else "FAILED"
     lines += ["", f"Ledger verify after the run: **{verdict}**."]
     return "\n".join(lines) + "\n"
+
+
+def _other(ph: dict[str, Any], cpus: int) -> str:
+    other = ph.get("other_cpu_s")
+    if other is None or not ph.get("duration_s"):
+        return "n/a"
+    return f"{100.0 * other / (ph['duration_s'] * cpus):.0f}%"
 
 
 def plot(results: dict[str, Any], curves: dict[str, list[tuple[float, float]]],
