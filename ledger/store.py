@@ -229,7 +229,7 @@ class Ledger:
         try:
             pool = await asyncpg.create_pool(
                 dsn, min_size=min(2, pool_size_max), max_size=pool_size_max,
-                command_timeout=call_timeout_s,
+                command_timeout=call_timeout_s, reset=_reset_connection,
                 server_settings={
                     "default_transaction_isolation": "serializable",
                     "application_name": "atm-switch-ledger",
@@ -596,6 +596,15 @@ class Ledger:
 
         if await self._transaction(work) != "UPDATE 1":
             raise ProvisioningError("unknown card")
+
+
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    """Pool release hook. asyncpg's default resets every session with an extra
+    round trip (RESET ALL, UNLISTEN, advisory unlocks, CLOSE ALL) on every
+    release; we never change session state, so only an abandoned transaction
+    (a cancelled call) needs undoing."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 def _translate(exc: asyncpg.PostgresError) -> LedgerError:

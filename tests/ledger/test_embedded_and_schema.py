@@ -83,3 +83,18 @@ def test_restart_reuses_data_dir_and_port() -> None:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_migration_codes_match_the_enums() -> None:
+    import importlib.util
+
+    from ledger.model import OpKind, Outcome
+
+    versions = Path(upgrade.__code__.co_filename).parent / "versions"
+    for name in ("0002_functions.py", "0004_lean_authorize.py"):
+        spec = importlib.util.spec_from_file_location(name[:-3], versions / name)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.OUTCOMES == {o.name: o.value for o in Outcome}
+        assert module.OP_KINDS == {"TOMBSTONE": 0, **{k.name: k.value for k in OpKind}}
