@@ -15,6 +15,8 @@ import argparse
 import asyncio
 import itertools
 import json
+import multiprocessing
+import os
 import random
 import re
 import shutil
@@ -84,47 +86,89 @@ async def _provision(ledger: Ledger, cards: int, terminals: int) -> list[int]:
     return list(await asyncio.gather(*(one(n) for n in range(cards))))
 
 
-async def _ledger_run(ledger: Ledger, card_ids: list[int], clients: int, duration_s: float,
-                      stans: itertools.count[int]) -> LedgerRun:
-    stop_at = 0.0
-    counted = 0
-    declined = 0
-    measuring = False
-    now = datetime.now(UTC).strftime("%m%d%H%M%S")
+@dataclass(frozen=True)
+class _Share:
+    """One worker process's part of a run (pgbench's -j threads have the same role)."""
+
+    dsn: str
+    card_ids: list[int]
+    clients: list[int]          # global client numbers: client n drives terminal BENCHn
+    duration_s: float
+    start_at: float             # wall clock: all workers measure the same window
+    run: int                    # keeps STANs of successive runs apart
+
+
+def _worker(share: _Share) -> tuple[int, int, int]:
+    """Process entry: (operations, retries, declined) inside the measured window."""
+    try:
+        import uvloop
+
+        return uvloop.run(_worker_async(share))
+    except ImportError:
+        return asyncio.run(_worker_async(share))
+
+
+async def _worker_async(share: _Share) -> tuple[int, int, int]:
+    ledger = await Ledger.open(share.dsn, data_key=DATA_KEY, pool_size_max=len(share.clients),
+                               retries_max=20)
+    counted = declined = 0
+    retries_at_start = 0
+    stop_at = share.start_at + share.duration_s
+    dt = datetime.now(UTC).strftime("%m%d%H%M%S")
 
     async def client(n: int) -> None:
-        nonlocal counted, declined
+        nonlocal counted, declined, retries_at_start
         terminal = f"BENCH{n:03d}"
-        rng = random.Random(n)
-        while time.monotonic() < stop_at:
-            stan = next(stans)
-            key = IdempotencyKey(ACQUIRER, terminal, f"{stan % 1_000_000:06d}",
-                                 now if stan < 1_000_000 else f"{now[:-2]}{stan // 10**6:02d}")
-            card = rng.choice(card_ids)
+        rng = random.Random(n * 1000 + share.run)
+        for i in itertools.count(share.run * 300_000):
+            now = time.time()
+            if now >= stop_at:
+                return
+            stan = f"{i % 1_000_000:06d}"
             result = await ledger.authorize(Operation(
-                kind=OpKind.WITHDRAWAL, key=key, card_id=card,
-                request_digest=stan.to_bytes(8, "big"), from_account_type="00",
-                to_account_type="00", amount=2_000, currency=CURRENCY, rrn=f"{stan:012d}",
-                pin_check="ok"))
-            if measuring:
+                kind=OpKind.WITHDRAWAL, key=IdempotencyKey(ACQUIRER, terminal, stan, dt),
+                card_id=rng.choice(share.card_ids), request_digest=i.to_bytes(8, "big"),
+                from_account_type="00", to_account_type="00", amount=2_000,
+                currency=CURRENCY, rrn=f"{n:04d}{i:08d}", pin_check="ok"))
+            if now >= share.start_at:   # before: warm-up (connections, prepared statements)
                 counted += 1
                 declined += result.outcome is not Outcome.APPROVED
 
-    # Warm-up: connections opened, statements prepared, caches hot.
-    stop_at = time.monotonic() + 2.0
-    await asyncio.gather(*(client(n) for n in range(clients)))
-    retries_before = ledger.retries_total
-    measuring = True
-    started = time.monotonic()
-    stop_at = started + duration_s
-    await asyncio.gather(*(client(n) for n in range(clients)))
-    elapsed = time.monotonic() - started
-    return LedgerRun(clients, counted / elapsed, counted,
-                     ledger.retries_total - retries_before, declined)
+    async def mark_retries() -> None:
+        nonlocal retries_at_start
+        await asyncio.sleep(max(0.0, share.start_at - time.time()))
+        retries_at_start = ledger.retries_total
+
+    try:
+        await asyncio.gather(mark_retries(), *(client(n) for n in share.clients))
+        return counted, ledger.retries_total - retries_at_start, declined
+    finally:
+        await ledger.close()
 
 
-def _pgbench(server: EmbeddedPostgres, database: str, clients: int, duration_s: float) -> float:
-    argv = [str(server.pgbench_path()), "-N", "-n", "-c", str(clients), "-j", "2",
+def _ledger_run(dsn: str, card_ids: list[int], clients: int, duration_s: float, jobs: int,
+                run: int) -> LedgerRun:
+    start_at = time.time() + 3.0 + jobs * 0.5   # process start-up and warm-up first
+    shares = [_Share(dsn, card_ids[j::jobs], list(range(j, clients, jobs)), duration_s,
+                     start_at, run) for j in range(jobs)]
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(jobs) as pool:
+        parts = pool.map(_worker, shares)
+    operations = sum(p[0] for p in parts)
+    return LedgerRun(clients, operations / duration_s, operations, sum(p[1] for p in parts),
+                     sum(p[2] for p in parts))
+
+
+def _pgbench_init(server: EmbeddedPostgres, scale: int) -> None:
+    server.ensure_database("pgbench")
+    subprocess.run([str(server.pgbench_path()), "-i", "-q", "-s", str(scale), "pgbench"],
+                   env=server.client_env(), capture_output=True, check=True,
+                   timeout=PGBENCH_TIMEOUT_S)
+
+
+def _pgbench(server: EmbeddedPostgres, database: str, clients: int, duration_s: float,
+             jobs: int) -> float:
+    argv = [str(server.pgbench_path()), "-N", "-n", "-c", str(clients), "-j", str(jobs),
             "-T", str(max(1, round(duration_s))), database]
     out = subprocess.run(argv, env=server.client_env(), capture_output=True, text=True,
                          check=True, timeout=PGBENCH_TIMEOUT_S).stdout
@@ -137,27 +181,28 @@ async def _bench(server: EmbeddedPostgres, args: argparse.Namespace) -> dict[str
     server.ensure_database("ledger_bench")
     dsn = server.dsn_for("ledger_bench")
     upgrade(dsn)
+    await asyncio.to_thread(_pgbench_init, server, args.pgbench_scale)
     ledger = await Ledger.open(dsn, data_key=DATA_KEY, pool_size_max=max(CLIENT_COUNTS),
                                retries_max=20)
+    runs: list[LedgerRun] = []
+    pgbench: dict[int, float] = {}
     try:
         card_ids = await _provision(ledger, args.cards, max(CLIENT_COUNTS))
-        stans = itertools.count(1)
-        runs = [await _ledger_run(ledger, card_ids, clients, args.duration_s, stans)
-                for clients in CLIENT_COUNTS]
+        # Interleaved (ledger, pgbench) per client count, so that a change in the
+        # machine's load between measurements hits both sides of a ratio alike.
+        for run, clients in enumerate(CLIENT_COUNTS):
+            runs.append(await asyncio.to_thread(_ledger_run, dsn, card_ids, clients,
+                                                args.duration_s, args.jobs, run))
+            pgbench[clients] = await asyncio.to_thread(_pgbench, server, "pgbench", clients,
+                                                       args.duration_s, args.jobs)
         await ledger.fold_hot_accounts()
         report = await ledger.verify()
     finally:
         await ledger.close()
-
-    server.ensure_database("pgbench")
-    subprocess.run([str(server.pgbench_path()), "-i", "-q", "-s", str(args.pgbench_scale),
-                    "pgbench"], env=server.client_env(), capture_output=True, check=True,
-                   timeout=PGBENCH_TIMEOUT_S)
-    pgbench = {clients: _pgbench(server, "pgbench", clients, args.duration_s)
-               for clients in CLIENT_COUNTS}
     result: dict[str, object] = {"benchmark": "ledger_vs_pgbench_N",
                                  "duration_s": args.duration_s, "cards": args.cards,
-                                 "verifier_clean": report.ok}
+                                 "jobs": args.jobs,
+                                 "cpus": os.cpu_count(), "verifier_clean": report.ok}
     for run in runs:
         c = run.clients
         result[f"ledger_tps_c{c}"] = round(run.tps, 1)
@@ -175,19 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pgbench-scale", type=int, default=10)
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="embedded server data dir (default: a temporary one)")
-    parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="client processes for the ledger, threads for pgbench (-j)")
     args = parser.parse_args(argv)
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     server = EmbeddedPostgres(root)
     server.start()
     try:
-        if not args.no_uvloop:
-            try:
-                import uvloop
-
-                uvloop.install()
-            except ImportError:
-                pass
         result = asyncio.run(_bench(server, args))
     finally:
         server.stop()
