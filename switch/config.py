@@ -94,6 +94,7 @@ class SwitchConfig:
     hsm_timeout_s: float = 1.0
     shutdown_grace_s: float = 10.0
     cache_ttl_s: float = 5.0
+    card_cache_ttl_s: float = 60.0
     pin_tries_max: int = 3
     pin_format_error_counts: bool = True
     terminal_wrong_pins_max: int = 20
@@ -159,7 +160,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
                  "pool_size_max": "db_pool_size_max", "retries_max": "db_retries_max"},
     "server": {"in_flight_max": "in_flight_max", "authorize_timeout_s": "authorize_timeout_s",
                "hsm_timeout_s": "hsm_timeout_s", "shutdown_grace_s": "shutdown_grace_s",
-               "cache_ttl_s": "cache_ttl_s", "sign_on_required": "sign_on_required"},
+               "cache_ttl_s": "cache_ttl_s", "card_cache_ttl_s": "card_cache_ttl_s",
+               "sign_on_required": "sign_on_required"},
     "security": {"pin_tries_max": "pin_tries_max", "master_key_file": "master_key_file",
                  "pin_format_error_counts": "pin_format_error_counts", "pvk": "pvk_text",
                  "terminal_wrong_pins_max": "terminal_wrong_pins_max",

@@ -128,6 +128,7 @@ class PipelineSettings:
     sign_on_required: bool = False
     hsm_timeout_s: float = 1.0
     cache_ttl_s: float = 5.0
+    card_cache_ttl_s: float = 60.0
     cache_entries_max: int = 200_000
     terminal_wrong_pins_max: int = 20
     terminal_wrong_pin_window_s: float = 300.0
@@ -152,7 +153,7 @@ class Pipeline:
         self._terminals: TtlCache[str, TerminalRecord] = TtlCache(
             settings.cache_ttl_s, 100_000)
         self._cards: TtlCache[str, CardRecord] = TtlCache(
-            settings.cache_ttl_s, settings.cache_entries_max)
+            settings.card_cache_ttl_s, settings.cache_entries_max)
         self._keys: TtlCache[str, WrappedKey] = TtlCache(3600.0, 100_000)
         # Wrong PINs per terminal in a sliding window: a brute-force attempt across
         # many cards at one terminal is stopped even though no single card's try
@@ -220,10 +221,14 @@ class Pipeline:
         return record
 
     async def _card(self, pan: str) -> CardRecord | None:
+        """The card, from the cache when it is active there. Only active cards are
+        cached: a decline for status is always decided on a fresh read, and the
+        ledger function rechecks an active card's status and counts its PIN tries
+        itself, so a cached active card can be kept for longer."""
         record = self._cards.get(pan)
         if record is None:
             record = await self._ledger.card_by_pan(pan)
-            if record is not None:
+            if record is not None and record.status == "active":
                 self._cards.put(pan, record)
         return record
 
@@ -240,6 +245,20 @@ class Pipeline:
 
     def invalidate_terminal(self, terminal_id: str) -> None:
         self._terminals.invalidate(terminal_id)
+
+    async def _reverify_with_fresh_key(
+            self, req: TransactionRequest, card: CardRecord, terminal: TerminalRecord,
+            pin_check: PinCheck, decision: Decision | None,
+    ) -> tuple[PinCheck, Decision | None, TerminalRecord]:
+        """Before a wrong PIN counts against the card, make sure the TPK we used is the
+        terminal's current one: another worker may have changed it (key change) since
+        this worker cached the terminal. Costs a read on wrong PINs only."""
+        fresh = await self._ledger.terminal(terminal.terminal_id)
+        if fresh is None or fresh.tpk == terminal.tpk:
+            return pin_check, decision, terminal
+        self._terminals.put(terminal.terminal_id, fresh)
+        pin_check, decision = await self._verify_pin(req, card, fresh)
+        return pin_check, decision, fresh
 
     def _wrong_pin_window(self, terminal_id: str) -> deque[float]:
         window = self._wrong_pins.setdefault(terminal_id, deque())
@@ -426,6 +445,9 @@ class Pipeline:
                 self._metrics.load_shed.labels(reason="terminal_wrong_pins").inc()
                 return Outcome_(Decision.TERMINAL_PIN_LIMIT)
             pin_check, decision = await self._verify_pin(req, card, terminal)
+            if pin_check == "wrong":
+                pin_check, decision, terminal = await self._reverify_with_fresh_key(
+                    req, card, terminal, pin_check, decision)
             if decision is not None:
                 if decision == Decision.PIN_WRONG:
                     self._note_wrong_pin(terminal.terminal_id)
