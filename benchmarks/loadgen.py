@@ -404,6 +404,33 @@ async def _open_scheduler(sessions: list[AtmSession], rec: Recorder, spec: LoadS
         await asyncio.wait_for(drained.wait(), spec.timeout_s + 1.0)
 
 
+async def _clear_wrong_pins(session: AtmSession, rec: Recorder, timeout_s: float) -> None:
+    """After the window: a balance inquiry with the right PIN on every card whose last
+    PIN was wrong, so the host's try counters start the next phase (or run) at zero."""
+    conn = session.conn
+    if conn is None or not conn.alive:
+        return
+    loop = asyncio.get_running_loop()
+    for state in list(session.chooser.states.values()):  # bounded by the card count
+        if state.wrong_streak == 0 or state.busy:
+            continue
+        card = session.wire[state.index]
+        msg = session.builder.financial(card.data, processing="310000", amount=0, pin=None,
+                                        extra={52: card.pin_ok})
+        fut: asyncio.Future[str] = loop.create_future()
+
+        def done(resp: IsoMessage | None, err: str | None, t: float,
+                 fut: asyncio.Future[str] = fut) -> None:
+            if not fut.done():
+                fut.set_result(err or (resp.get(39) if resp is not None else None) or "?")
+
+        conn.send(msg, done, timeout_s)
+        code = await fut
+        if code != "00":
+            rec.errors["cleanup"] += 1
+        state.wrong_streak = 0
+
+
 async def _sign_on(session: AtmSession, timeout_s: float) -> str:
     conn = session.conn
     assert conn is not None
@@ -445,6 +472,7 @@ async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any
         await asyncio.gather(*(_closed_worker(s, rec, spec.timeout_s) for s in live))
     else:
         await _open_scheduler(live, rec, spec, t_begin)
+    await asyncio.gather(*(_clear_wrong_pins(s, rec, spec.timeout_s) for s in live))
     if not cpu_task.done():  # the loops ended early (connections lost): no CPU figure
         cpu_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -290,8 +290,9 @@ class OpChooser:
         """Record the outcome: frees the card, tracks PIN streaks and reversible withdrawals."""
         state.busy = False
         if op is Op.WRONG_PIN:
-            if code == "55":
-                state.wrong_streak += 1
+            # Counted even without a 55 (a timeout, a 96): the host may still have
+            # counted the try, and a third one must never be sent (it would be a 75).
+            state.wrong_streak += 1
         elif op is not Op.REVERSAL and code == "00":
             # An approval proves the PIN was verified, which resets the host's
             # try counter (a 51 may or may not have: do not count on it).
