@@ -56,7 +56,7 @@ def machine_info() -> dict[str, Any]:
         out = ""
     for line in out.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("Model name", "Hypervisor vendor", "CPU(s)", "Thread(s) per core"):
+        if key.strip() in ("Model name", "Hypervisor vendor", "Thread(s) per core"):
             info[key.strip().lower().replace(" ", "_").replace("(s)", "s")] = value.strip()
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
