@@ -18,6 +18,7 @@ provisioning and admin calls also :class:`~ledger.errors.ProvisioningError`;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,6 +55,7 @@ from ledger.model import (
     TerminalSpec,
 )
 from ledger.pan import PanVault
+from ledger.pool import ConnectionPool
 
 T = TypeVar("T")
 
@@ -199,7 +201,7 @@ class _Settings:
 class Ledger:
     """See the module docstring. Create with :meth:`open`; always :meth:`close`."""
 
-    def __init__(self, pool: asyncpg.Pool, vault: PanVault, settings: _Settings,
+    def __init__(self, pool: ConnectionPool, vault: PanVault, settings: _Settings,
                  on_retry: OnRetry | None, clock: Clock) -> None:
         self._pool = pool
         self._vault = vault
@@ -226,28 +228,22 @@ class Ledger:
                              acquire_timeout_s=acquire_timeout_s, hold_ttl_s=hold_ttl_s,
                              business_tz=ZoneInfo(business_tz))
         vault = PanVault(data_key)
+        pool = ConnectionPool(dsn, size_max=pool_size_max, command_timeout_s=call_timeout_s,
+                              server_settings={
+                                  "default_transaction_isolation": "serializable",
+                                  "application_name": "atm-switch-ledger",
+                                  "jit": "off",
+                              })
         try:
-            pool = await asyncpg.create_pool(
-                dsn, min_size=min(2, pool_size_max), max_size=pool_size_max,
-                command_timeout=call_timeout_s, reset=_reset_connection,
-                server_settings={
-                    "default_transaction_isolation": "serializable",
-                    "application_name": "atm-switch-ledger",
-                    "jit": "off",
-                },
-            )
+            await pool.open()
         except _UNAVAILABLE as exc:
             raise LedgerUnavailable("cannot connect to the ledger database") from exc
         except asyncpg.PostgresError as exc:
             raise LedgerUnavailable(f"cannot open the ledger database ({exc.sqlstate})") from exc
-        assert pool is not None
         return cls(pool, vault, settings, on_retry, clock or _utc_now)
 
     async def close(self) -> None:
-        try:
-            await asyncio.wait_for(self._pool.close(), timeout=10)
-        except _UNAVAILABLE:   # includes TimeoutError
-            self._pool.terminate()
+        await self._pool.close()
 
     # -- the hot path -------------------------------------------------------
 
@@ -501,7 +497,7 @@ class Ledger:
     async def verify(self) -> _verify.VerifyReport:
         """Check every ledger invariant in one read-only snapshot (see ledger.verify)."""
         try:
-            async with self._pool.acquire(timeout=self._settings.acquire_timeout_s) as conn:
+            async with self._connection() as conn:
                 return await _verify.run_checks(conn)
         except _UNAVAILABLE as exc:
             raise LedgerUnavailable("ledger database unreachable") from exc
@@ -509,6 +505,9 @@ class Ledger:
             raise LedgerError(f"verification failed to run ({exc.sqlstate})") from exc
 
     # -- internals --------------------------------------------------------------
+
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._pool.connection(timeout_s=self._settings.acquire_timeout_s)
 
     def _business_date(self, now: datetime) -> date:
         return now.astimezone(self._settings.business_tz).date()
@@ -530,16 +529,27 @@ class Ledger:
         while True:
             attempt += 1
             try:
-                async with self._pool.acquire(timeout=self._settings.acquire_timeout_s) as conn:
-                    row = await conn.fetchrow(sql, *args, timeout=self._settings.call_timeout_s)
+                conn = await self._pool.acquire(timeout_s=self._settings.acquire_timeout_s)
+            except asyncpg.PostgresError as exc:   # e.g. 57P03 while the server recovers
+                raise LedgerUnavailable(f"cannot connect ({exc.sqlstate})") from exc
+            except _UNAVAILABLE as exc:
+                raise LedgerUnavailable("ledger database unreachable") from exc
+            try:
+                # The session's command_timeout bounds the call.
+                row = await conn.fetchrow(sql, *args)
             except asyncpg.PostgresError as exc:
+                self._pool.release(conn, broken=isinstance(exc, _UNAVAILABLE))
                 if exc.sqlstate not in RETRY_SQLSTATES:
                     raise _translate(exc) from exc
                 self._note_retry(exc.sqlstate, attempt)
                 await asyncio.sleep(self._backoff_s(attempt))
                 continue
-            except _UNAVAILABLE as exc:
-                raise LedgerUnavailable("ledger database unreachable") from exc
+            except BaseException as exc:
+                self._pool.release(conn, broken=True)
+                if isinstance(exc, _UNAVAILABLE):
+                    raise LedgerUnavailable("ledger database unreachable") from exc
+                raise
+            self._pool.release(conn)
             assert row is not None, "ledger functions always return a row"
             return row
 
@@ -549,9 +559,9 @@ class Ledger:
         while True:
             attempt += 1
             try:
-                async with self._pool.acquire(timeout=self._settings.acquire_timeout_s) as conn:
-                    async with conn.transaction(isolation="serializable"):
-                        return await work(conn)
+                async with self._connection() as conn, \
+                        conn.transaction(isolation="serializable"):
+                    return await work(conn)
             except asyncpg.PostgresError as exc:
                 # A unique violation here is a concurrent provisioning of the same
                 # object: the retry finds it and updates it.
@@ -567,7 +577,7 @@ class Ledger:
         """A lookup at READ COMMITTED: it takes no predicate locks, so it never
         makes a hot-path transaction fail."""
         try:
-            async with self._pool.acquire(timeout=self._settings.acquire_timeout_s) as conn:
+            async with self._connection() as conn:
                 async with conn.transaction(isolation="read_committed", readonly=True):
                     row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
                     return row
@@ -578,7 +588,7 @@ class Ledger:
 
     async def _job(self, sql: str, *args: Any) -> int:
         try:
-            async with self._pool.acquire(timeout=self._settings.acquire_timeout_s) as conn:
+            async with self._connection() as conn:
                 async with conn.transaction(isolation="read_committed"):
                     value = await conn.fetchval(sql, *args)
         except asyncpg.PostgresError as exc:
@@ -596,15 +606,6 @@ class Ledger:
 
         if await self._transaction(work) != "UPDATE 1":
             raise ProvisioningError("unknown card")
-
-
-async def _reset_connection(conn: asyncpg.Connection) -> None:
-    """Pool release hook. asyncpg's default resets every session with an extra
-    round trip (RESET ALL, UNLISTEN, advisory unlocks, CLOSE ALL) on every
-    release; we never change session state, so only an abandoned transaction
-    (a cancelled call) needs undoing."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
 
 
 def _translate(exc: asyncpg.PostgresError) -> LedgerError:
