@@ -274,7 +274,8 @@ TPK_HEX = "89ABCDEF01234567FEDCBA9876543210"   # switch.demo.DEMO_TPK, the test 
 
 
 def ledger_balance(msg: IsoMessage) -> int | None:
-    for block in parse_additional_amounts(msg.get(54) or ""):
+    text = msg.get(54)
+    for block in parse_additional_amounts(text) if text else ():
         if block.amount_type == AmountType.LEDGER:
             return block.amount
     return None

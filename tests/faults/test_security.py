@@ -32,6 +32,8 @@ def config_text(pki: Pki, tls_port: int, mtls_port: int) -> str:
     return f"""
 [security]
 pin_tries_max = 3
+terminal_wrong_pins_max = 8
+terminal_wrong_pin_window_s = 300
 
 [[listeners]]
 name = "atm"
@@ -58,8 +60,11 @@ def secure(pg_server: EmbeddedPostgres, template_db: str,
     workdir = tmp_path_factory.mktemp("security")
     dsn = new_database(pg_server, template_db)
     pki = make_pki(workdir / "pki")
-    terminals = [terminal("ATM00001"), terminal("ATM00003", tak=TAK, mac_required=True)]
-    cards = [card(n, daily_count=1000) for n in range(200, 210)]
+    # Each PIN test has a terminal of its own: wrong PINs count per terminal too.
+    terminals = [terminal("ATM00001"), terminal("ATM00003", tak=TAK, mac_required=True),
+                 terminal("ATM00005"), terminal("ATM00006"),
+                 *(terminal(f"PIN{n:05d}") for n in range(1, 5))]
+    cards = [card(n, daily_count=1000) for n in range(200, 220)]
     provision(dsn, workdir, terminals, cards)
     ports = {"tls": free_port(), "mtls": free_port()}
     proc = SwitchProcess(dsn=dsn, workdir=workdir, ports=ports,
@@ -71,9 +76,13 @@ def secure(pg_server: EmbeddedPostgres, template_db: str,
         proc.stop()
 
 
+_pin_terminals = iter(f"PIN{n:05d}" for n in range(1, 5))
+
+
 @pytest.fixture
 async def plain(secure: tuple[SwitchProcess, Pki]) -> AsyncIterator[AtmClient]:
-    client = atm("ATM00001")
+    """An ATM on a terminal used by this test only."""
+    client = atm(next(_pin_terminals))
     await client.connect("127.0.0.1", secure[0].port)
     try:
         yield client
@@ -85,17 +94,19 @@ def cd(n: int) -> CardData:
     return CardData(pan=demo_pan(n), expiry="3012")
 
 
-def metric(proc: SwitchProcess, name: str) -> float:
-    text = proc.metrics_text()
-    for family in text_string_to_metric_families(text):
+def metric(proc: SwitchProcess, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(proc.metrics_text()):
         for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    return 0.0
+            if sample.name == name and all(sample.labels.get(k) == v
+                                           for k, v in labels.items()):
+                total += float(sample.value)
+    return total
 
 
 def ledger_balance(ex_response: object) -> int | None:
-    for block in parse_additional_amounts(ex_response.get(54) or ""):  # type: ignore[attr-defined]
+    text = ex_response.get(54)  # type: ignore[attr-defined]
+    for block in parse_additional_amounts(text) if text else ():
         if block.amount_type == AmountType.LEDGER:
             return block.amount
     return None
@@ -151,6 +162,37 @@ async def test_blocked_card_repeat_does_not_bypass_the_limit(plain: AtmClient) -
     assert (await plain.send(msg)).code == "75"
     # A repeat (0201) of a request that was refused gets the same refusal.
     assert (await plain.send(plain.repeat_of(msg))).code == "75"
+
+
+async def test_wrong_pins_from_one_terminal_are_rate_limited(
+        secure: tuple[SwitchProcess, Pki]) -> None:
+    """A terminal guessing PINs over many cards (one guess each, so no card's own
+    limit is reached) is stopped after `terminal_wrong_pins_max` wrong PINs."""
+    proc = secure[0]
+    guesser, other = atm("ATM00005"), atm("ATM00006")
+    await guesser.connect("127.0.0.1", proc.port)
+    await other.connect("127.0.0.1", proc.port)
+    try:
+        guesses = [(await guesser.send(guesser.balance_inquiry(cd(n), WRONG))).code
+                   for n in range(207, 215)]
+        assert guesses == ["55"] * 8, guesses
+        # The limit is reached: this terminal's PIN requests are refused (58), even
+        # with the right PIN, and no card's try counter moves.
+        for n in (215, 216):
+            ex = await guesser.send(guesser.balance_inquiry(cd(n), WRONG))
+            assert ex.code == "58", ex.code
+        assert (await guesser.send(guesser.balance_inquiry(cd(217), PIN))).code == "58"
+        # Other terminals are not affected, nor are the cards that were guessed at.
+        assert (await other.send(other.balance_inquiry(cd(215), PIN))).code == "00"
+        assert (await other.send(other.balance_inquiry(cd(210), PIN))).code == "00"
+        # Echo still works on the limited terminal: it is only PIN traffic that stops.
+        assert (await guesser.send(guesser.network("301"))).code == "00"
+    finally:
+        await guesser.close()
+        await other.close()
+    shed = await asyncio.to_thread(metric, proc, "atm_switch_load_shed_total",
+                                   reason="terminal_wrong_pins")
+    assert shed >= 3
 
 
 # -- MAC -------------------------------------------------------------------------
