@@ -75,7 +75,7 @@ async def _provision(ledger: Ledger, cards: int, terminals: int) -> list[int]:
         await ledger.upsert_terminal(TerminalSpec(
             terminal_id=f"BENCH{t:03d}", acquirer_id=ACQUIRER, currency=CURRENCY,
             cash_opening=10**12, sign_on_required=False))
-    sem = asyncio.Semaphore(16)
+    sem = asyncio.Semaphore(4)
 
     async def one(n: int) -> int:
         async with sem:

@@ -65,6 +65,10 @@ BACKOFF_BASE_S = 0.002
 BACKOFF_MAX_S = 0.100
 FOLD_BATCH_MAX = 10_000
 FOLD_BATCHES_MAX = 1_000
+# Provisioning transactions read and insert the same system-account and code
+# index pages, so concurrent ones conflict far more than authorizations do;
+# they are rare and not latency-bound, so they get a larger retry bound.
+PROVISIONING_RETRIES_MAX = 50
 EXPIRE_BATCH_MAX = 1_000
 EXPIRE_BATCHES_MAX = 1_000
 _KINDS_WITH_FEE = (OpKind.WITHDRAWAL, OpKind.BALANCE_INQUIRY, OpKind.DEPOSIT, OpKind.TRANSFER)
@@ -516,8 +520,8 @@ class Ledger:
         ceiling = min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** (attempt - 1)))
         return random.uniform(0, ceiling)
 
-    def _note_retry(self, sqlstate: str, attempt: int) -> None:
-        if attempt > self._settings.retries_max:
+    def _note_retry(self, sqlstate: str, attempt: int, retries_max: int | None = None) -> None:
+        if attempt > (self._settings.retries_max if retries_max is None else retries_max):
             raise RetriesExhausted(attempt, sqlstate)
         self.retries_total += 1
         if self._on_retry is not None:
@@ -568,7 +572,8 @@ class Ledger:
                 if exc.sqlstate not in RETRY_SQLSTATES and exc.sqlstate != "23505":
                     raise _translate(exc) from exc
                 self._note_retry(exc.sqlstate if exc.sqlstate in RETRY_SQLSTATES else "40001",
-                                 attempt)
+                                 attempt, max(self._settings.retries_max,
+                                              PROVISIONING_RETRIES_MAX))
                 await asyncio.sleep(self._backoff_s(attempt))
             except _UNAVAILABLE as exc:
                 raise LedgerUnavailable("ledger database unreachable") from exc
