@@ -426,12 +426,24 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "switch_cpu_ms_per_auth": per_auth_ms(cpu.get("switch")),
         "postgres_cpu_ms_per_auth": per_auth_ms(cpu.get("postgres")),
         "loadgen_cpu_ms_per_auth": per_auth_ms(merged["loadgen_cpu_s"]),
+        "cpu_bound_tps_estimate": _cpu_bound_tps(cpu, merged["loadgen_cpu_s"], completed),
         "throughput_per_s": merged["per_second"][: int(duration) + 1],
         "max_ms_per_s": [round(us / 1000.0, 1)
                          for us in merged["per_second_max_us"][: int(duration) + 1]],
         "signon": merged["signon"], "connections": sum(r["connections"] for r in ready),
         "substituted_ops": merged["substituted"], "card_collisions": merged["card_collisions"],
     }
+
+
+def _cpu_bound_tps(cpu: dict[str, float | None], loadgen_s: float, completed: int
+                   ) -> float | None:
+    """Authorizations/s if switch, PostgreSQL and load generator had every core to
+    themselves and were CPU-bound: cores / CPU seconds per authorization."""
+    sw, pg = cpu.get("switch"), cpu.get("postgres")
+    if sw is None or pg is None or completed == 0:
+        return None
+    per_auth_s = (sw + pg + loadgen_s) / completed
+    return round((os.cpu_count() or 1) / per_auth_s, 1) if per_auth_s > 0 else None
 
 
 def _other_cpu(cpu: dict[str, float | None], loadgen_s: float) -> float | None:
@@ -448,18 +460,32 @@ def with_pgbench(ctx: Context, phase: dict[str, Any]) -> dict[str, Any]:
         return phase
     threads = min(phase["clients"], os.cpu_count() or 1)
     before = ctx.cpu.sample()
+    kids_before = os.times()
     try:
         res = ctx.pgbench.run(phase["clients"], ctx.settings.duration_s, threads=threads,
                               protocol=ctx.args.pgbench_protocol)
     except PgbenchError as exc:
         raise BenchError(str(exc)) from None
     used = cpu_delta(before, ctx.cpu.sample())
+    kids_after = os.times()
     phase["pgbench"] = res.as_dict()
-    # PostgreSQL CPU per pgbench transaction (includes connection start-up: small).
+    # CPU per pgbench transaction: PostgreSQL's and pgbench's own (our reaped child).
     pg_s = used.get("postgres")
+    client_s = (kids_after.children_user + kids_after.children_system
+                - kids_before.children_user - kids_before.children_system)
     done = res.transactions or 0
-    phase["pgbench"]["postgres_cpu_ms_per_txn"] = (
-        None if pg_s is None or done == 0 else round(pg_s * 1000.0 / done, 4))
+    pg_ms = None if pg_s is None or done == 0 else pg_s * 1000.0 / done
+    client_ms = None if done == 0 else client_s * 1000.0 / done
+    phase["pgbench"]["postgres_cpu_ms_per_txn"] = None if pg_ms is None else round(pg_ms, 4)
+    phase["pgbench"]["client_cpu_ms_per_txn"] = None if client_ms is None else round(client_ms, 4)
+    # What the ratio would be if both sides were CPU-bound on the same dedicated cores:
+    # (CPU per pgbench transaction) / (CPU per authorization: switch + PG + load generator).
+    # Far less sensitive to other load on a shared machine than the measured ratio.
+    auth_ms = [phase.get(k) for k in ("switch_cpu_ms_per_auth", "postgres_cpu_ms_per_auth",
+                                      "loadgen_cpu_ms_per_auth")]
+    if pg_ms is not None and client_ms is not None and all(v is not None for v in auth_ms):
+        per_auth = sum(v for v in auth_ms if v is not None)
+        phase["cpu_ratio_estimate"] = round((pg_ms + client_ms) / per_auth, 3)
     phase["ratio"] = round(phase["auth_tps"] / res.tps, 3) if res.tps > 0 else None
     print(f"{'':>18}   pgbench -N -c {phase['clients']}: {res.tps:,.0f} tps; switch "
           f"{phase['auth_tps']:,.0f} auth/s; ratio {phase['ratio']}", file=sys.stderr)
@@ -513,9 +539,28 @@ def provision(dataset: Dataset, data_dir: Path, env: dict[str, str]) -> None:
 
 
 def verify(data_dir: Path, env: dict[str, str]) -> tuple[bool, str]:
+    """`atm-switch ledger verify --data-dir DIR`: (exit status 0, its output)."""
     done = run_cli(["ledger", "verify", "--data-dir", str(data_dir)], env, VERIFY_TIMEOUT_S)
     text = (done.stdout + done.stderr).strip()
     return done.returncode == 0, text[-4000:]
+
+
+_VERIFY_DSN = ("import asyncio, os, sys\n"
+               "from ledger.verify import main_async\n"
+               "sys.exit(asyncio.run(main_async(os.environ['BENCH_VERIFY_DSN'])))\n")
+
+
+def verify_without_timeout(dsn: str, env: dict[str, str]) -> tuple[bool, str]:
+    """A second opinion when the CLI could not finish: ledger.verify on its own
+    connection, which has no per-statement timeout (the CLI's pool has one, and a
+    ledger of millions of postings needs more). Does not change the run's verdict."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _VERIFY_DSN],
+                              env={**env, "BENCH_VERIFY_DSN": dsn}, capture_output=True,
+                              text=True, timeout=VERIFY_TIMEOUT_S, check=False, cwd=str(REPO))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"could not run: {type(exc).__name__}"
+    return done.returncode == 0, (done.stdout + done.stderr).strip()[-4000:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,6 +599,13 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
     try:
         phases, curves, failure = _load_and_measure(args, settings, data_dir, env, pg, dsn_env)
         verify_ok, verify_text = verify(data_dir, env)
+        second: tuple[bool, str] | None = None
+        if not verify_ok and "unreachable" in verify_text and pg is not None:
+            from ledger.database import EMBEDDED_DATABASE
+
+            second = verify_without_timeout(pg.dsn_for(EMBEDDED_DATABASE), env)
+            print("ledger verify (CLI) could not finish; ledger.verify without a statement "
+                  f"timeout says: {'clean' if second[0] else 'NOT clean'}", file=sys.stderr)
     finally:
         if pg is not None and not pg_was_running:
             pg.stop()
@@ -564,6 +616,8 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
         raise BenchError(failure)
     results = _results(args, settings, phases, started, time.monotonic() - t_start,
                        verify_ok, verify_text)
+    if second is not None:
+        results["verify_without_timeout_ok"], results["verify_without_timeout_output"] = second
     _write(args, results, curves)
     if not verify_ok:
         return EXIT_FAILED
@@ -686,6 +740,11 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
         "errors": sum(ph["errors"] for ph in phases),
         "ledger_retries": head.get("ledger_retries"),
         "switch_cpu_ms_per_auth": head.get("switch_cpu_ms_per_auth"),
+        "postgres_cpu_ms_per_auth": head.get("postgres_cpu_ms_per_auth"),
+        "loadgen_cpu_ms_per_auth": head.get("loadgen_cpu_ms_per_auth"),
+        "cpu_ratio_estimate": head.get("cpu_ratio_estimate"),
+        "cpu_bound_tps_estimate": head.get("cpu_bound_tps_estimate"),
+        "other_load_pct": _other_pct(head),
         "open_loop": None if not open_phases else {
             "rate_tps": open_phases[0]["rate_tps"], "clients": open_phases[0]["clients"],
             "auth_tps": open_phases[0]["auth_tps"], **open_phases[0]["latency"]},
@@ -707,6 +766,13 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
         "elapsed_s": round(elapsed_s, 1),
     }
     return out
+
+
+def _other_pct(phase: dict[str, Any]) -> float | None:
+    other = phase.get("other_cpu_s")
+    if other is None:
+        return None
+    return round(100.0 * other / (phase["duration_s"] * (os.cpu_count() or 1)), 1)
 
 
 def _targets(head: dict[str, Any], open_phases: list[dict[str, Any]]) -> dict[str, Any]:

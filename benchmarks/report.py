@@ -109,6 +109,15 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"p99 {_fmt(results['p99_ms'], 2)} ms, p99.9 {_fmt(results['p999_ms'], 2)} ms; "
         f"errors {results['errors']}.",
         "",
+        "CPU per authorization at that point: switch "
+        f"{_fmt(results.get('switch_cpu_ms_per_auth'), 3)} ms, PostgreSQL "
+        f"{_fmt(results.get('postgres_cpu_ms_per_auth'), 3)} ms, load generator "
+        f"{_fmt(results.get('loadgen_cpu_ms_per_auth'), 3)} ms; CPU-bound estimate on these "
+        f"cores alone: {_fmt(results.get('cpu_bound_tps_estimate'), 0)} auth/s; CPU ratio "
+        f"estimate (pgbench CPU per transaction / CPU per authorization): "
+        f"{_fmt(results.get('cpu_ratio_estimate'), 2)}. Other load on the machine during the "
+        f"window: {_fmt(results.get('other_load_pct'), 0)}% of all cores.",
+        "",
         "| phase | mode | ATMs | rate | auth/s | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |"
         " errors | retries | CPU ms/auth switch / PG / loadgen | other load | pgbench tps |"
         " ratio |",
