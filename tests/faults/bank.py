@@ -281,6 +281,34 @@ def ledger_balance(msg: IsoMessage) -> int | None:
     return None
 
 
+async def final_balances(port: int, pans: Sequence[str], terminal_id: str,
+                         tries_max: int = 20) -> dict[int, int | None]:
+    """A balance inquiry per card straight to the switch (no proxy), retried a
+    little; the ledger balance each answer carries (None when none came)."""
+    client = AtmClient(AtmConfig(terminal_id=terminal_id, acquirer_id="123456",
+                                 tpk_hex=TPK_HEX), stan_start=900_001)
+    await client.connect("127.0.0.1", port)
+    found: dict[int, int | None] = {}
+    try:
+        for index in range(len(pans)):
+            found[index] = None
+            for _ in range(tries_max):
+                try:
+                    ex = await client.send(client.balance_inquiry(card_data(pans, index), PIN),
+                                           timeout_s=5.0)
+                except AtmError:
+                    await client.close()
+                    await client.connect("127.0.0.1", port)
+                    continue
+                if ex.code == "00":
+                    found[index] = ledger_balance(ex.response)
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+    return found
+
+
 # -- the checker ---------------------------------------------------------------
 
 

@@ -22,24 +22,21 @@ from collections.abc import Iterator
 import pytest
 
 from ledger.embedded import EmbeddedPostgres
-from switch.atm import AtmError
 from switch.demo import demo_pan
 from tests.e2e.harness import SwitchProcess, card, run_cli, terminal
 from tests.faults.bank import (
-    PIN,
     BankConfig,
     SimAtm,
     Violation,
-    card_data,
     check_balances,
     check_ledger,
     check_repeats,
-    ledger_balance,
+    final_balances,
     merge_counts,
     read_ledger,
     summarize,
 )
-from tests.faults.conftest import atm, migrated_database, provision
+from tests.faults.conftest import migrated_database, provision
 from tests.faults.proxy import FaultPlan, FaultProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -129,31 +126,6 @@ class Faults:
         self.proxy.cut_all()
 
 
-async def final_balances(proc: SwitchProcess, pans: list[str]) -> dict[int, int | None]:
-    """A balance inquiry per card, straight to the switch (no proxy), retried a little."""
-    client = atm(f"ATM{ATMS + 1:05d}")
-    await client.connect("127.0.0.1", proc.port)
-    found: dict[int, int | None] = {}
-    try:
-        for index in range(len(pans)):
-            found[index] = None
-            for _ in range(20):
-                try:
-                    ex = await client.send(client.balance_inquiry(card_data(pans, index), PIN),
-                                           timeout_s=5.0)
-                except AtmError:
-                    await client.close()
-                    await client.connect("127.0.0.1", proc.port)
-                    continue
-                if ex.code == "00":
-                    found[index] = ledger_balance(ex.response)
-                    break
-                await asyncio.sleep(0.2)
-    finally:
-        await client.close()
-    return found
-
-
 async def test_bank_money_is_conserved_under_faults(
         bank: tuple[SwitchProcess, str], dedicated_pg: EmbeddedPostgres) -> None:
     proc, dsn = bank
@@ -182,7 +154,7 @@ async def test_bank_money_is_conserved_under_faults(
         for sim in atms:
             await sim.close()
         await proxy.stop()
-    final = await final_balances(proc, pans)
+    final = await final_balances(proc.port, pans, f"ATM{ATMS + 1:05d}")
     ops = [op for sim in atms for op in sim.withdrawals]
     inquiries = merge_counts(sim.inquiries for sim in atms)
 
