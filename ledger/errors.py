@@ -7,6 +7,9 @@ never leave it; the original is kept as ``__cause__`` for logs.
 - :class:`LedgerUnavailable`: the database cannot be reached or the
   connection broke mid-call (the outcome of that call is unknown: use
   ``Ledger.find_result(key)``). The switch answers 91.
+- :class:`OutcomeUnknown` (a :class:`LedgerUnavailable`): the statement was
+  sent and the connection broke before its answer; call the (idempotent)
+  operation again, or ``find_result(key)``, to learn whether it committed.
 - :class:`RetriesExhausted`: serialization failures or deadlocks outlasted the
   retry bound. Nothing was committed. The switch answers 91.
 - :class:`SchemaOutdated`: the database schema is not at the head revision.
@@ -27,6 +30,12 @@ class LedgerError(Exception):
 
 class LedgerUnavailable(LedgerError):
     """The database cannot be reached, or the connection was lost mid-call."""
+
+
+class OutcomeUnknown(LedgerUnavailable):
+    """The call reached the database and the connection broke before the answer:
+    it may or may not have committed. Every ledger operation is idempotent by its
+    key, so calling it again is safe and tells which."""
 
 
 class RetriesExhausted(LedgerError):

@@ -37,6 +37,10 @@ class ConnectionPool:
         self._all: set[asyncpg.Connection] = set()
         self._closed = False
 
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
     async def open(self, warm: int = 1) -> None:
         """Connect ``warm`` sessions now, so that an unreachable database fails early."""
         taken = [await self.acquire(timeout_s=CLOSE_TIMEOUT_S) for _ in range(warm)]

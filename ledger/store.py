@@ -34,6 +34,7 @@ from ledger.errors import (
     InvalidOperation,
     LedgerError,
     LedgerUnavailable,
+    OutcomeUnknown,
     ProvisioningError,
     RetriesExhausted,
 )
@@ -499,14 +500,13 @@ class Ledger:
         return total
 
     async def verify(self) -> _verify.VerifyReport:
-        """Check every ledger invariant in one read-only snapshot (see ledger.verify)."""
-        try:
-            async with self._connection() as conn:
-                return await _verify.run_checks(conn)
-        except _UNAVAILABLE as exc:
-            raise LedgerUnavailable("ledger database unreachable") from exc
-        except asyncpg.PostgresError as exc:
-            raise LedgerError(f"verification failed to run ({exc.sqlstate})") from exc
+        """Check every ledger invariant in one read-only snapshot (see ledger.verify).
+
+        Runs on a connection of its own, outside the pool: the pool's sessions
+        bound each statement by ``call_timeout_s``, and the checks read every
+        posting, which takes minutes on a ledger of millions of postings.
+        """
+        return await _verify.verify_dsn(self._pool.dsn)
 
     # -- internals --------------------------------------------------------------
 
@@ -543,6 +543,8 @@ class Ledger:
                 row = await conn.fetchrow(sql, *args)
             except asyncpg.PostgresError as exc:
                 self._pool.release(conn, broken=isinstance(exc, _UNAVAILABLE))
+                if isinstance(exc, _UNAVAILABLE):
+                    raise OutcomeUnknown("connection lost during a ledger call") from exc
                 if exc.sqlstate not in RETRY_SQLSTATES:
                     raise _translate(exc) from exc
                 self._note_retry(exc.sqlstate, attempt)
@@ -551,7 +553,7 @@ class Ledger:
             except BaseException as exc:
                 self._pool.release(conn, broken=True)
                 if isinstance(exc, _UNAVAILABLE):
-                    raise LedgerUnavailable("ledger database unreachable") from exc
+                    raise OutcomeUnknown("connection lost during a ledger call") from exc
                 raise
             self._pool.release(conn)
             assert row is not None, "ledger functions always return a row"

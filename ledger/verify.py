@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 SAMPLES_MAX = 10
+CONNECT_TIMEOUT_S = 10.0
 
 # Kinds (ledger.model.OpKind): 0 tombstone, 1 withdrawal, 2 balance inquiry,
 # 3 deposit, 4 transfer, 5 hold, 6 completion.
@@ -198,11 +199,14 @@ async def run_checks(conn: Any) -> VerifyReport:
 
 
 async def verify_dsn(dsn: str) -> VerifyReport:
-    """Connect, verify, disconnect. Raises LedgerUnavailable, LedgerError."""
+    """Connect, verify, disconnect. Raises LedgerUnavailable, LedgerError.
+
+    No statement timeout: the checks read whole tables.
+    """
     from ledger.errors import LedgerError, LedgerUnavailable
 
     try:
-        conn = await asyncpg.connect(dsn, timeout=10)
+        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S, command_timeout=None)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise LedgerUnavailable("cannot connect to the ledger database") from exc
     try:
