@@ -30,6 +30,7 @@ import datetime as dt
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -401,7 +402,7 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
     counters = counter_delta(before.get("counters"), after.get("counters"))
     errors = sum(merged["errors"].values())
     latency = report.latency_summary(merged["hist"])
-    ctx.curves[name] = report.percentile_curve(merged["hist"])
+    ctx.curves[name] = curve = report.percentile_curve(merged["hist"])
 
     def per_auth_ms(seconds: float | None) -> float | None:
         return None if seconds is None or completed == 0 else seconds * 1000.0 / completed
@@ -410,6 +411,7 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "name": name, "group": group, "mode": mode, "clients": clients,
         "rate_tps": rate_tps or None, "duration_s": duration,
         "auth_tps": round(auth_tps, 1), "completed": completed, "latency": latency,
+        "latency_curve": [[pct, round(ms, 3)] for pct, ms in curve],
         "per_op_latency": {op: report.latency_summary(h)
                            for op, h in sorted(merged["op_hists"].items())},
         "codes": merged["codes"], "errors": errors, "error_kinds": merged["errors"],
@@ -538,10 +540,19 @@ def provision(dataset: Dataset, data_dir: Path, env: dict[str, str]) -> None:
           f"{time.monotonic() - t0:.1f}s", file=sys.stderr)
 
 
+_LONG_DIGITS = re.compile(r"\d{7,}")
+
+
+def mask_digits(text: str) -> str:
+    """Hide all but the last 4 of any run of 7+ digits: the verifier names accounts
+    by a code that embeds the card number's last 10 digits."""
+    return _LONG_DIGITS.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text)
+
+
 def verify(data_dir: Path, env: dict[str, str]) -> tuple[bool, str]:
-    """`atm-switch ledger verify --data-dir DIR`: (exit status 0, its output)."""
+    """`atm-switch ledger verify --data-dir DIR`: (exit status 0, its output, masked)."""
     done = run_cli(["ledger", "verify", "--data-dir", str(data_dir)], env, VERIFY_TIMEOUT_S)
-    text = (done.stdout + done.stderr).strip()
+    text = mask_digits((done.stdout + done.stderr).strip())
     return done.returncode == 0, text[-4000:]
 
 
@@ -560,7 +571,7 @@ def verify_without_timeout(dsn: str, env: dict[str, str]) -> tuple[bool, str]:
                               text=True, timeout=VERIFY_TIMEOUT_S, check=False, cwd=str(REPO))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"could not run: {type(exc).__name__}"
-    return done.returncode == 0, (done.stdout + done.stderr).strip()[-4000:]
+    return done.returncode == 0, mask_digits((done.stdout + done.stderr).strip())[-4000:]
 
 
 def main(argv: list[str] | None = None) -> int:

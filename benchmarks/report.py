@@ -169,11 +169,12 @@ def plot(results: dict[str, Any], curves: dict[str, list[tuple[float, float]]],
         xs = [1.0 / max(1e-6, 1.0 - p / 100.0) for p, _ in curve]
         ax1.plot(xs, [ms for _, ms in curve], label=name)
     ax1.set_xscale("log")
+    ax1.set_yscale("log")  # tails span 1 ms .. seconds
     ticks = [1, 2, 10, 100, 1000, 10000, 100000]
     ax1.set_xticks(ticks)
     ax1.set_xticklabels(["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
     ax1.set_xlabel("percentile")
-    ax1.set_ylabel("latency (ms)")
+    ax1.set_ylabel("latency (ms, log scale)")
     ax1.set_title("End-to-end latency distribution")
     ax1.grid(True, which="both", alpha=0.3)
     if any(curves.values()):

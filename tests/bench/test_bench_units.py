@@ -159,3 +159,11 @@ def test_report_headline_and_markdown() -> None:
                "phases": phases, "verify_ok": True}
     text = report.markdown_summary(results)
     assert "closed-32" in text and "ratio **0.50**" in text and "clean" in text
+
+
+def test_verifier_output_is_masked() -> None:
+    from benchmarks.harness import mask_digits
+
+    text = mask_digits("account CH:9001010028-20: available -10199000; journals 300000")
+    assert "9001010028" not in text and "CH:******0028-20" in text
+    assert "300000" in text  # short numbers (counts) stay readable
