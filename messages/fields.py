@@ -295,6 +295,19 @@ def parse_additional_amounts(text: str) -> tuple[AdditionalAmount, ...]:
 # --------------------------------------------------------------------------- field 90
 
 
+_DAYS_IN_MONTH: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def valid_mmddhhmmss(text: str) -> bool:
+    """True when `text` is 10 digits naming a real date and time of some year
+    (29 February allowed: the year is not carried)."""
+    if not (len(text) == 10 and _is_digits(text)):
+        return False
+    month, day, hour, minute, second = (int(text[i : i + 2]) for i in range(0, 10, 2))
+    return (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]
+            and hour < 24 and minute < 60 and second < 60)
+
+
 @dataclass(frozen=True, slots=True)
 class OriginalData:
     """Field 90, original data elements (n42): MTI (4), STAN (6), transmission
@@ -317,6 +330,8 @@ class OriginalData:
         for part, width in widths:
             if not (len(part) == width and _is_digits(part)):
                 raise FieldError(90, "original MTI, STAN and date/time must be fixed-width digits")
+        if set(self.transmission_dt) != {"0"} and not valid_mmddhhmmss(self.transmission_dt):
+            raise FieldError(90, "original transmission date/time is not a real MMDDhhmmss")
         ids = (("acquirer_id", self.acquirer_id), ("forwarding_id", self.forwarding_id))
         for name, part in ids:
             if not (1 <= len(part) <= 11 and _is_digits(part)):

@@ -31,6 +31,7 @@ from messages.fields import (
     TxnType,
     encode_additional_amounts,
     parse_additional_amounts,
+    valid_mmddhhmmss,
 )
 from messages.mti import MsgClass, Mti
 
@@ -92,8 +93,7 @@ def _transmission_dt(msg: IsoMessage, required: bool = True) -> str | None:
     value = _need(msg, 7) if required else _get(msg, 7)
     if value is None:
         return None
-    month, day, hour, minute, second = (int(value[i : i + 2]) for i in range(0, 10, 2))
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
+    if not valid_mmddhhmmss(value):
         raise FieldError(7, "transmission date/time is not a valid MMDDhhmmss")
     return value
 

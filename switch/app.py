@@ -119,6 +119,7 @@ class SwitchApp:
             hsm_timeout_s=config.hsm_timeout_s,
             cache_ttl_s=config.cache_ttl_s,
             card_cache_ttl_s=config.card_cache_ttl_s,
+            ledger_deadline_s=config.authorize_timeout_s,
             terminal_wrong_pins_max=config.terminal_wrong_pins_max,
             terminal_wrong_pin_window_s=config.terminal_wrong_pin_window_s,
         ))

@@ -50,6 +50,7 @@ class ListenerConfig:
     in_flight_max_per_connection: int = 64
     frame_bytes_max: int = 4096
     idle_timeout_s: float = 300.0
+    frame_timeout_s: float = 10.0
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_client_ca_file: str | None = None
@@ -65,6 +66,7 @@ class ListenerConfig:
         _positive(f"{where}.connections_max", self.connections_max)
         _positive(f"{where}.in_flight_max_per_connection", self.in_flight_max_per_connection)
         _positive(f"{where}.idle_timeout_s", self.idle_timeout_s)
+        _positive(f"{where}.frame_timeout_s", self.frame_timeout_s)
         if not 64 <= self.frame_bytes_max <= 65535:
             raise ConfigError(f"{where}.frame_bytes_max must be within 64..65535")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

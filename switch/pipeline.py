@@ -11,11 +11,12 @@ the HSM interface), so the server owns all socket handling.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -24,7 +25,13 @@ from hsm.interface import Hsm
 from hsm.keys import KeyAlgorithm, KeyUsage, WrappedKey
 from hsm.results import PIN_FORMAT_RESULTS, HsmResult, counts_as_pin_try
 from hsm.soft import PinVerification
-from ledger.errors import LedgerError, LedgerUnavailable, RetriesExhausted
+from ledger.errors import (
+    InvalidOperation,
+    LedgerError,
+    LedgerUnavailable,
+    OutcomeUnknown,
+    RetriesExhausted,
+)
 from ledger.model import (
     CardRecord,
     IdempotencyKey,
@@ -130,6 +137,7 @@ class PipelineSettings:
     cache_ttl_s: float = 5.0
     card_cache_ttl_s: float = 60.0
     cache_entries_max: int = 200_000
+    ledger_deadline_s: float = 5.0
     terminal_wrong_pins_max: int = 20
     terminal_wrong_pin_window_s: float = 300.0
 
@@ -174,12 +182,20 @@ class Pipeline:
         if not mti.is_request and not mti.is_advice:
             self._metrics.decode_errors.labels(kind="unexpected_mti").inc()
             return None
-        if mti.msg_class == 8:
-            return await self._network(msg, session)
-        if mti.msg_class in (1, 2):
-            return await self._transaction(msg, mti, session, raw)
-        if mti.msg_class == 4:
-            return await self._reversal(msg, mti, raw)
+        try:
+            if mti.msg_class == 8:
+                return await self._network(msg, session)
+            if mti.msg_class in (1, 2):
+                return await self._transaction(msg, mti, session, raw)
+            if mti.msg_class == 4:
+                return await self._reversal(msg, mti, raw)
+        except OutcomeUnknown:
+            return None  # a write whose outcome is unknown: no answer, the acquirer repeats
+        except LedgerError:
+            # A lookup (terminal, card) failed: nothing was written.
+            self._metrics.ledger_errors.labels(kind="lookup").inc()
+            return self._answer(msg, Outcome_(Decision.ISSUER_UNAVAILABLE),
+                                advice=mti.is_advice)
         return self._answer(msg, Outcome_(Decision.UNSUPPORTED_TRANSACTION), advice=mti.is_advice)
 
     # -- helpers -------------------------------------------------------------
@@ -365,28 +381,52 @@ class Pipeline:
         self._metrics.hsm_errors.labels(result=result.name.lower()).inc()
         return "none", Decision.HSM_ERROR
 
-    async def _ledger_call(self, key: IdempotencyKey, call: object) -> Outcome_:
-        """Run a ledger coroutine; translate faults. An unknown commit outcome is
-        resolved through the idempotency key before answering."""
+    async def _ledger_call(self, call: Callable[[], Awaitable[Result]]) -> Outcome_ | None:
+        """Run a ledger operation; translate faults into decisions.
+
+        Every ledger operation is idempotent by its key, so when the database is
+        unreachable, or the connection broke with the commit outcome unknown, the
+        call is simply made again (bounded by `ledger_deadline_s`): a committed
+        operation then replays its stored answer, an uncommitted one applies.
+        If the outcome is still unknown at the deadline, there is no answer (None):
+        the ATM times out and reverses, which is right whether or not the operation
+        committed, whereas a decline could leave the card charged for cash never
+        dispensed. When nothing can have been sent, the answer is 91.
+        """
+        deadline = time.monotonic() + self._settings.ledger_deadline_s
+        unknown = False
+        attempt = 0
         with self._stage("ledger"):
-            try:
-                result: Result = await call  # type: ignore[misc]
-            except RetriesExhausted:
-                self._metrics.ledger_errors.labels(kind="retries_exhausted").inc()
-                return Outcome_(Decision.ISSUER_UNAVAILABLE)
-            except LedgerUnavailable:
-                self._metrics.ledger_errors.labels(kind="unavailable").inc()
+            while True:
+                attempt += 1
                 try:
-                    found = await self._ledger.find_result(key)
+                    result = await call()
+                    break
+                except RetriesExhausted:
+                    self._metrics.ledger_errors.labels(kind="retries_exhausted").inc()
+                    if not unknown:
+                        return Outcome_(Decision.ISSUER_UNAVAILABLE)
+                except OutcomeUnknown:
+                    self._metrics.ledger_errors.labels(kind="outcome_unknown").inc()
+                    unknown = True
+                except LedgerUnavailable:
+                    self._metrics.ledger_errors.labels(kind="unavailable").inc()
+                except InvalidOperation:
+                    self._metrics.ledger_errors.labels(kind="invalid").inc()
+                    return Outcome_(Decision.FORMAT_ERROR) if not unknown else None
                 except LedgerError:
+                    self._metrics.ledger_errors.labels(kind="error").inc()
+                    log.exception("ledger call failed")
+                    return Outcome_(Decision.SYSTEM_ERROR) if not unknown else None
+                pause = min(0.05 * 2 ** attempt, 1.0)
+                if time.monotonic() + pause >= deadline:
+                    if unknown:
+                        self._metrics.ledger_errors.labels(kind="unanswered").inc()
+                        log.warning("ledger outcome unknown at the deadline: not answering, "
+                                    "so the acquirer reverses")
+                        return None
                     return Outcome_(Decision.ISSUER_UNAVAILABLE)
-                if found is None:
-                    return Outcome_(Decision.ISSUER_UNAVAILABLE)
-                result = found
-            except LedgerError:
-                self._metrics.ledger_errors.labels(kind="error").inc()
-                log.exception("ledger call failed")
-                return Outcome_(Decision.SYSTEM_ERROR)
+                await asyncio.sleep(pause)
         if result.replayed:
             self._metrics.replays.inc()
         return Outcome_(decision_for_outcome(result), result)
@@ -394,7 +434,7 @@ class Pipeline:
     # -- 01xx / 02xx ---------------------------------------------------------
 
     async def _transaction(self, msg: IsoMessage, mti: Mti, session: Session,
-                           raw: bytes) -> IsoMessage:
+                           raw: bytes) -> IsoMessage | None:
         advice = mti.is_advice
         try:
             with self._stage("decode"):
@@ -409,6 +449,8 @@ class Pipeline:
         if kind != OpKind.BALANCE_INQUIRY and req.amount <= 0:
             return self._answer(msg, Outcome_(Decision.INVALID_AMOUNT), advice=advice)
         out = await self._authorize(msg, raw, mti, req, kind, session)
+        if out is None:
+            return None  # outcome unknown: silence makes the acquirer reverse
         return await self._signed(self._answer(msg, out, advice=advice), out, session)
 
     @staticmethod
@@ -420,7 +462,7 @@ class Pipeline:
         return _FINANCIAL_OPS.get(txn_type)
 
     async def _authorize(self, msg: IsoMessage, raw: bytes, mti: Mti, req: TransactionRequest,
-                         kind: OpKind, session: Session) -> Outcome_:
+                         kind: OpKind, session: Session) -> Outcome_ | None:
         with self._stage("terminal"):
             terminal = await self._terminal(req.terminal_id)
         decision = self._check_terminal(terminal, req.acquirer_id, session)
@@ -470,7 +512,9 @@ class Pipeline:
             pin_tries_max=self._settings.pin_tries_max,
             original=original,
         )
-        out = await self._ledger_call(key, self._ledger.authorize(op))
+        out = await self._ledger_call(lambda: self._ledger.authorize(op))
+        if out is None:
+            return None
         if out.decision in (Decision.PIN_WRONG, Decision.PIN_TRIES_EXCEEDED) \
                 and pin_check == "wrong":
             self._note_wrong_pin(terminal.terminal_id)
@@ -512,7 +556,7 @@ class Pipeline:
 
     # -- 04xx ----------------------------------------------------------------
 
-    async def _reversal(self, msg: IsoMessage, mti: Mti, raw: bytes) -> IsoMessage:
+    async def _reversal(self, msg: IsoMessage, mti: Mti, raw: bytes) -> IsoMessage | None:
         advice = mti.is_advice
         try:
             with self._stage("decode"):
@@ -543,14 +587,16 @@ class Pipeline:
             is_advice=advice,
             request_digest=self._digest(0, req),
         )
-        out = await self._ledger_call(key, self._ledger.reverse(op))
+        out = await self._ledger_call(lambda: self._ledger.reverse(op))
+        if out is None:
+            return None
         if terminal.mac_required:
             out.mac_key = terminal.tak
         return await self._signed(self._answer(msg, out, advice=advice), out, None)
 
     # -- 08xx ----------------------------------------------------------------
 
-    async def _network(self, msg: IsoMessage, session: Session) -> IsoMessage:
+    async def _network(self, msg: IsoMessage, session: Session) -> IsoMessage | None:
         try:
             req = NetworkRequest.from_iso(msg)
         except FieldError:
@@ -595,11 +641,11 @@ class Pipeline:
         except HsmError as exc:
             self._metrics.hsm_errors.labels(result=exc.result.name.lower()).inc()
             return Outcome_(Decision.HSM_ERROR)
-        try:
-            await self._ledger.set_terminal_key(terminal.terminal_id, "tpk",
-                                                generated.wrapped.to_text())
-        except LedgerError:
-            return Outcome_(Decision.ISSUER_UNAVAILABLE)
+        # A failure here propagates to handle(): 91 when nothing was written, no
+        # answer when the write's outcome is unknown (the terminal asks again, and
+        # never runs on a key the host may not hold).
+        await self._ledger.set_terminal_key(terminal.terminal_id, "tpk",
+                                            generated.wrapped.to_text())
         self.invalidate_terminal(terminal.terminal_id)
         assert generated.under_kek_hex is not None
         return Outcome_(Decision.APPROVED,

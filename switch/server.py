@@ -13,8 +13,9 @@ Connection policy (documented for acquirers in docs/INTERFACE_SPEC.md):
   is done, so responses may come out of order (the ATM matches by STAN).
 - Over a bound (in-flight requests per connection or overall) a request is
   answered 91 at once without processing, and counted as shed load.
-- A connection idle for `idle_timeout_s` is closed. Over `connections_max`,
-  a new connection is closed at once.
+- A connection idle for `idle_timeout_s` is closed, and so is one whose frame
+  does not arrive whole within `frame_timeout_s` of its first byte (slow
+  senders). Over `connections_max`, a new connection is closed at once.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Connection(asyncio.Protocol):
         self._in_flight = 0
         self._decode_errors = 0
         self._last_activity = time.monotonic()
+        self._frame_started: float | None = None  # first byte of an incomplete frame
         self._idle_handle: asyncio.TimerHandle | None = None
         self._closing = False
         self._paused = False
@@ -135,8 +137,16 @@ class Connection(asyncio.Protocol):
                 self._abort()
                 return
             if frame is None:
-                return
+                break
             self._on_frame(frame.payload, frame.tpdu)
+        # A frame must arrive whole within frame_timeout_s of its first byte, or a
+        # sender trickling bytes would hold the connection forever (each byte
+        # resets the idle timer).
+        if self._framer.pending_bytes:
+            if self._frame_started is None:
+                self._frame_started = self._last_activity
+        else:
+            self._frame_started = None
 
     # -- frames --------------------------------------------------------------
 
@@ -259,13 +269,26 @@ class Connection(asyncio.Protocol):
     def _check_idle(self) -> None:
         if self._closing:
             return
-        idle = time.monotonic() - self._last_activity
+        now = time.monotonic()
+        idle = now - self._last_activity
         if idle >= self._listener.idle_timeout_s and self._in_flight == 0:
             self._state.metrics.decode_errors.labels(kind="idle_timeout").inc()
             self._abort()
             return
+        started = self._frame_started
+        if started is not None and now - started >= self._listener.frame_timeout_s:
+            self._state.metrics.decode_errors.labels(kind="frame_timeout").inc()
+            log.warning("closing connection from %s: a frame took over %.0f s to arrive",
+                        self._session.peer, self._listener.frame_timeout_s)
+            self._abort()
+            return
         loop = asyncio.get_running_loop()
         remaining = max(self._listener.idle_timeout_s - idle, 0.05)
+        if started is not None:
+            remaining = min(remaining, max(self._listener.frame_timeout_s - (now - started),
+                                           0.05))
+        else:
+            remaining = min(remaining, self._listener.frame_timeout_s)
         self._idle_handle = loop.call_later(remaining, self._check_idle)
 
     def _abort(self) -> None:

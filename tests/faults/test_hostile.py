@@ -54,6 +54,7 @@ name = "tight"
 listen = "127.0.0.1:{tight_port}"
 connections_max = {TIGHT_CONNECTIONS_MAX}
 idle_timeout_s = {TIGHT_IDLE_S}
+frame_timeout_s = {TIGHT_IDLE_S}
 """
 
 
@@ -351,11 +352,6 @@ async def raw_exchange(port: int, payload: bytes) -> IsoMessage:
         writer.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "switch.pipeline: field 90 of a reversal whose original transmission date/time is "
-    "all digits but not a real date (month 13, day 32) is passed to the ledger, which "
-    "raises InvalidOperation ('transmission date/time is not a real date'); the "
-    "pipeline logs an ERROR and answers 96 instead of 30 (format error)"))
 @pytest.mark.parametrize("original_dt", ["1324120000", "0132120000"])
 async def test_impossible_original_date_in_a_reversal_is_a_format_error(
         hostile: SwitchProcess, original_dt: str) -> None:
@@ -466,11 +462,6 @@ async def test_slow_senders_do_not_starve_connected_atms(hostile: SwitchProcess)
         await legit.client.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "switch/server.py: a connection that trickles bytes never goes idle "
-    "(data_received resets _last_activity on every byte) and no deadline bounds "
-    "how long one frame may take to arrive, so 1-byte-per-second senders hold "
-    "their connection slots for as long as they like (slowloris)"))
 async def test_a_frame_trickled_slower_than_the_idle_timeout_is_cut_off(
         hostile: SwitchProcess) -> None:
     proc = hostile

@@ -176,14 +176,6 @@ async def final_balance(proc: SwitchProcess, card_: CardData) -> int | None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "switch.pipeline._ledger_call: when the connection is lost after PostgreSQL "
-    "committed a withdrawal, find_result() is tried once at once; if the database is "
-    "not reachable at that moment (even for 1 s, well within the 5 s deadline) the "
-    "switch answers 91; the ATM treats 91 as a decline (no cash, no reversal), so the "
-    "card stays debited for cash never dispensed. An unresolved outcome must be "
-    "retried until the deadline and then not be answered as a decline (no answer, so "
-    "the ATM reverses; or a reversal of its own)"))
 @pytest.mark.parametrize("blackout_s", BLACKOUTS_S)
 async def test_a_commit_of_unknown_outcome_never_charges_for_cash_not_dispensed(
         pg_server: EmbeddedPostgres, unknown_commit_setup: tuple[str, Path],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from hypothesis import strategies as st
 
 from messages.codec import IsoMessage
@@ -86,10 +88,9 @@ def optional(strategy: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
     return st.none() | strategy
 
 
-transmission_dts = st.tuples(
-    st.integers(1, 12), st.integers(1, 31), st.integers(0, 23), st.integers(0, 59),
-    st.integers(0, 59),
-).map(lambda t: "".join(f"{v:02d}" for v in t))
+transmission_dts = st.datetimes(
+    min_value=datetime(2024, 1, 1), max_value=datetime(2024, 12, 31, 23, 59, 59),
+).map(lambda d: d.strftime("%m%d%H%M%S"))  # 2024 is a leap year: 29 February included
 institutions = st.integers(0, 10**11 - 1).map(str)
 processing_codes = st.builds(ProcessingCode, digits(2), digits(2), digits(2))
 amounts = st.integers(0, 10**12 - 1)
