@@ -71,3 +71,32 @@ async def test_32_cards_through_one_atm_surface_no_serialization_failure(
         assert report.ok, report.render()
     finally:
         await ledger.close()
+
+
+async def test_fold_and_verify_while_withdrawals_run(ledger: Ledger) -> None:
+    cards = [await provision_card(ledger, 200 + n, balance=1_000_000) for n in range(16)]
+    stop = asyncio.Event()
+    approved = 0
+
+    async def worker(card: int) -> None:
+        nonlocal approved
+        while not stop.is_set():
+            result = await ledger.authorize(withdrawal(card, 100, fee=1))
+            assert result.outcome is Outcome.APPROVED
+            approved += 1
+
+    async def housekeeping() -> list[bool]:
+        verdicts = []
+        for _ in range(6):
+            await asyncio.sleep(0.1)
+            await ledger.fold_hot_accounts()
+            verdicts.append((await ledger.verify()).ok)
+        stop.set()
+        return verdicts
+
+    *_, verdicts = await asyncio.gather(*(worker(card) for card in cards), housekeeping())
+    assert all(verdicts), verdicts
+    assert approved > 0
+    await ledger.fold_hot_accounts()
+    report = await ledger.verify()
+    assert report.ok and report.counts["unfolded_hot_postings"] == 0, report.render()
