@@ -50,6 +50,14 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def luhn_complete(body: str) -> str:
+    """``body`` (digits) followed by the Luhn check digit that makes it valid."""
+    for check in "0123456789":
+        if luhn_ok(body + check):
+            return body + check
+    raise AssertionError("one of ten check digits always completes a Luhn number")
+
+
 # --------------------------------------------------------------------------- PAN, track 2
 
 

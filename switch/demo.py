@@ -7,24 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from messages.fields import luhn_complete
+
 DEMO_TPK = "89ABCDEF01234567FEDCBA9876543210"
 DEMO_TMK = "FEDCBA98765432100123456789ABCDEF"
 DEMO_TAK = "0123456789ABCDEF89ABCDEF01234567"
 DEMO_ACQUIRER = "123456"
 DEMO_CURRENCY = "840"
-
-
-def luhn_complete(partial: str) -> str:
-    """`partial` plus the Luhn check digit that makes it a valid card number."""
-    total = 0
-    for i, ch in enumerate(reversed(partial)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return partial + str((10 - total % 10) % 10)
 
 
 def demo_pan(n: int) -> str:

@@ -19,6 +19,7 @@ from ledger.model import (
     TerminalSpec,
 )
 from ledger.store import Ledger
+from messages.fields import luhn_complete
 
 DATA_KEY = bytes(range(32))
 CURRENCY = "840"
@@ -42,16 +43,7 @@ def digest(*parts: object) -> bytes:
 
 def pan_for(n: int) -> str:
     """A Luhn-valid 16-digit PAN per n."""
-    body = f"476173{n:09d}"
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return body + str((10 - total % 10) % 10)
+    return luhn_complete(f"476173{n:09d}")
 
 
 @dataclass

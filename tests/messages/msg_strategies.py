@@ -16,6 +16,7 @@ from messages.fields import (
     ProcessingCode,
     ReplacementAmounts,
     Track2,
+    luhn_complete,
 )
 from messages.mti import Mti
 from messages.profiles import FIELD_DEFS, FieldDef, FieldKind
@@ -30,17 +31,6 @@ from messages.views import (
 DIGITS = "0123456789"
 PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 HEX = "0123456789ABCDEF"
-
-
-def luhn_complete(body: str) -> str:
-    """``body`` plus the Luhn check digit."""
-    total = 0
-    for index, char in enumerate(reversed(body)):
-        value = int(char)
-        if index % 2 == 0:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return body + str((10 - total % 10) % 10)
 
 
 def text(alphabet: str, min_size: int, max_size: int) -> st.SearchStrategy[str]:
