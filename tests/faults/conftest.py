@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,9 +43,9 @@ def migrated_database(server: EmbeddedPostgres, name: str) -> str:
     return dsn
 
 
-def provision(dsn: str, workdir: Path, terminals: list[dict[str, object]],
-              cards: list[dict[str, object]], env: dict[str, str] | None = None) -> None:
-    path = write_provisioning(workdir / "provision.json", terminals, cards)  # type: ignore[arg-type]
+def provision(dsn: str, workdir: Path, terminals: list[dict[str, Any]],
+              cards: list[dict[str, Any]], env: dict[str, str] | None = None) -> None:
+    path = write_provisioning(workdir / "provision.json", terminals, cards)
     result = run_cli(["provision", str(path)], dsn, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from messages.codec import IsoMessage
 from tests.faults.bank import (
     LedgerRows,
@@ -24,18 +26,18 @@ def op(stan: str, amount: int = 1_000, *, code: str | None = "00", approval: str
 
 
 def auth(id_: int, w: Withdrawal, *, outcome: int = 0, journal: int | None = 1,
-         reversal_id: int | None = None, reversed_amount: int = 0) -> dict[str, object]:
+         reversal_id: int | None = None, reversed_amount: int = 0) -> dict[str, Any]:
     return {"id": id_, "terminal_id": w.atm, "rrn": w.rrn, "outcome": outcome,
             "approval_code": w.approval, "amount": w.amount, "journal_id": journal,
             "reversal_id": reversal_id, "reversed_amount": reversed_amount}
 
 
-def rows(auths: list[dict[str, object]], journals: dict[int, list[dict[str, object]]],
+def rows(auths: list[dict[str, Any]], journals: dict[int, list[dict[str, Any]]],
          **extra: object) -> LedgerRows:
-    by_rrn: dict[tuple[str, str], list[dict[str, object]]] = {}
+    by_rrn: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for a in auths:
         by_rrn.setdefault((str(a["terminal_id"]), str(a["rrn"])), []).append(a)
-    base = LedgerRows(by_rrn, journals, {}, {}, [], [], [])  # type: ignore[arg-type]
+    base = LedgerRows(by_rrn, journals, {}, {}, [], [], [])
     for key, value in extra.items():
         setattr(base, key, value)
     return base

@@ -87,8 +87,8 @@ def metric_sum(proc: SwitchProcess, name: str, **labels: str) -> float:
     return total
 
 
-def ledger_balance(response: object) -> int | None:
-    text = response.get(54)  # type: ignore[attr-defined]
+def ledger_balance(response: IsoMessage) -> int | None:
+    text = response.get(54)
     for block in parse_additional_amounts(text) if text else ():
         if block.amount_type == AmountType.LEDGER:
             return block.amount

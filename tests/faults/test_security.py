@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.embedded import EmbeddedPostgres
-from messages.codec import encode
+from messages.codec import IsoMessage, encode
 from messages.fields import AmountType, parse_additional_amounts
 from messages.profiles import ASCII
 from switch.atm import AtmClient, AtmError, CardData
@@ -104,8 +104,8 @@ def metric(proc: SwitchProcess, name: str, **labels: str) -> float:
     return total
 
 
-def ledger_balance(ex_response: object) -> int | None:
-    text = ex_response.get(54)  # type: ignore[attr-defined]
+def ledger_balance(ex_response: IsoMessage) -> int | None:
+    text = ex_response.get(54)
     for block in parse_additional_amounts(text) if text else ():
         if block.amount_type == AmountType.LEDGER:
             return block.amount
