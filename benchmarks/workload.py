@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from messages.fields import luhn_complete
+
 BENCH_BIN = "499999"          # card number prefix used only by the benchmark
 BENCH_ACQUIRER = "654321"
 BENCH_CURRENCY = "840"
@@ -95,19 +97,6 @@ class Mix:
 
     def as_dict(self) -> dict[str, float]:
         return {op.value: w for op, w in self.weights().items()}
-
-
-def luhn_complete(partial: str) -> str:
-    """`partial` followed by the Luhn check digit that makes it a valid card number."""
-    total = 0
-    for i, ch in enumerate(reversed(partial)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return partial + str((10 - total % 10) % 10)
 
 
 def mask_pan(pan: str) -> str:

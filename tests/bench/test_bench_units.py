@@ -17,11 +17,10 @@ from benchmarks.workload import (
     Op,
     OpChooser,
     Withdrawn,
-    luhn_complete,
     mask_pan,
 )
 from messages.codec import IsoMessage
-from messages.fields import luhn_ok
+from messages.fields import luhn_complete, luhn_ok
 
 
 def test_mix_parse_and_defaults() -> None:
