@@ -27,8 +27,12 @@ QUICK_TIMEOUT_S = 240
 def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = subprocess.run(
+        # The open loop at a quarter of the closed-loop rate rather than half: on a
+        # shared CI machine other jobs may take the cores between the two phases,
+        # and an overloaded switch sheds with 91/96, which this test would count.
         [sys.executable, "-m", "benchmarks.harness", "--quick", "--cards", "200",
-         "--duration", "4", "--out", str(out), "--data-dir", str(tmp_path / "state")],
+         "--duration", "4", "--open-fraction", "0.25", "--out", str(out),
+         "--data-dir", str(tmp_path / "state")],
         cwd=str(REPO), capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, check=False)
     tail = done.stderr[-3000:]
     assert done.returncode == 0, tail
