@@ -207,8 +207,10 @@ class Ledger:
     """See the module docstring. Create with :meth:`open`; always :meth:`close`."""
 
     def __init__(self, pool: ConnectionPool, vault: PanVault, settings: _Settings,
-                 on_retry: OnRetry | None, clock: Clock) -> None:
+                 on_retry: OnRetry | None, clock: Clock,
+                 read_pool: ConnectionPool | None = None) -> None:
         self._pool = pool
+        self._read_pool = read_pool
         self._vault = vault
         self._settings = settings
         self._on_retry = on_retry
@@ -239,16 +241,32 @@ class Ledger:
                                   "application_name": "atm-switch-ledger",
                                   "jit": "off",
                               })
+        # Lookups (card, terminal, stored results) run on sessions of their own whose
+        # default is READ COMMITTED READ ONLY: one round trip each, no predicate
+        # locks that could make a hot-path transaction fail.
+        read_pool = ConnectionPool(dsn, size_max=max(2, pool_size_max // 4),
+                                   command_timeout_s=call_timeout_s,
+                                   server_settings={
+                                       "default_transaction_isolation": "read committed",
+                                       "default_transaction_read_only": "on",
+                                       "application_name": "atm-switch-ledger-read",
+                                       "jit": "off",
+                                   })
         try:
             await pool.open()
+            await read_pool.open()
         except _UNAVAILABLE as exc:
+            await pool.close()
             raise LedgerUnavailable("cannot connect to the ledger database") from exc
         except asyncpg.PostgresError as exc:
+            await pool.close()
             raise LedgerUnavailable(f"cannot open the ledger database ({exc.sqlstate})") from exc
-        return cls(pool, vault, settings, on_retry, clock or _utc_now)
+        return cls(pool, vault, settings, on_retry, clock or _utc_now, read_pool)
 
     async def close(self) -> None:
         await self._pool.close()
+        if self._read_pool is not None:
+            await self._read_pool.close()
 
     # -- the hot path -------------------------------------------------------
 
@@ -584,9 +602,14 @@ class Ledger:
         """A lookup at READ COMMITTED: it takes no predicate locks, so it never
         makes a hot-path transaction fail."""
         try:
+            if self._read_pool is not None:
+                async with self._read_pool.connection(
+                        timeout_s=self._settings.acquire_timeout_s) as conn:
+                    row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
+                    return row
             async with self._connection() as conn:
                 async with conn.transaction(isolation="read_committed", readonly=True):
-                    row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
+                    row = await conn.fetchrow(sql, *args)
                     return row
         except asyncpg.PostgresError as exc:
             raise _translate(exc) from exc
