@@ -14,6 +14,7 @@ import itertools
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from secrets import randbelow
 
 from hsm.terminal import encrypt_pin_block, retail_mac
 from messages.codec import IsoMessage, decode, encode
@@ -75,7 +76,9 @@ class _Pending:
 @dataclass
 class AtmClient:
     config: AtmConfig
-    stan_start: int = 1
+    # A real ATM keeps its STAN counter across sessions; a fresh client starts at a
+    # random point so two clients of one terminal do not reuse keys (which gives 94).
+    stan_start: int | None = None
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
     _pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
@@ -83,7 +86,8 @@ class AtmClient:
     _read_task: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
-        self._stan = itertools.count(self.stan_start)
+        start = self.stan_start if self.stan_start is not None else randbelow(999_000) + 1
+        self._stan = itertools.count(start)
         self._profile = get_profile(self.config.profile)
         self._header = (LengthHeader.BINARY2 if self.config.length_header == "binary2"
                         else LengthHeader.ASCII4)

@@ -15,7 +15,6 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from secrets import randbelow
 from typing import Any
 
 from switch import logs
@@ -186,7 +185,8 @@ async def _demo(config: SwitchConfig) -> int:
     data = demo_data()
 
     async def load(ledger: Any, secrets: Any, db: Any) -> int:
-        await provision(ledger, SoftHsm(secrets.master), secrets.pvk, data)
+        await provision(ledger, SoftHsm(secrets.master), secrets.pvk, data,
+                        secrets.data_key)
         return EXIT_OK
 
     await _with_ledger(config, load)
@@ -239,7 +239,8 @@ async def _provision(config: SwitchConfig, path: Path) -> int:
     data = load_file(path)
 
     async def work(ledger: Any, secrets: Any, db: Any) -> int:
-        summary = await provision(ledger, SoftHsm(secrets.master), secrets.pvk, data)
+        summary = await provision(ledger, SoftHsm(secrets.master), secrets.pvk, data,
+                        secrets.data_key)
         print(f"provisioned {summary.terminals} terminals and {summary.cards} cards")
         return EXIT_OK
 
@@ -308,9 +309,7 @@ async def _atm(args: argparse.Namespace) -> int:
     from switch.config import parse_hostport
 
     host, port = parse_hostport(args.connect, "--connect")
-    # A real ATM keeps its STAN counter across sessions; this one-shot client starts
-    # at a random point so two quick invocations never reuse a key.
-    client = AtmClient(stan_start=randbelow(999_000) + 1, config=AtmConfig(
+    client = AtmClient(config=AtmConfig(
         terminal_id=args.terminal, acquirer_id=args.acquirer, tpk_hex=args.tpk,
         pin_block_format=args.pin_format, currency=args.currency, profile=args.profile,
         length_header=args.length_header))

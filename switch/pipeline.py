@@ -379,6 +379,10 @@ class Pipeline:
                 return "wrong", None
             return "none", Decision.PIN_WRONG
         self._metrics.hsm_errors.labels(result=result.name.lower()).inc()
+        if result == HsmResult.DEADLINE_EXCEEDED:
+            # The request waited too long for its turn (overload), nothing is wrong
+            # with the HSM or the keys: answer like shed load, 91.
+            return "none", Decision.SHED_LOAD
         return "none", Decision.HSM_ERROR
 
     async def _ledger_call(self, call: Callable[[], Awaitable[Result]]) -> Outcome_ | None:

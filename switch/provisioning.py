@@ -19,6 +19,8 @@ harmless: upserts never add an opening balance twice.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -128,7 +130,15 @@ def terminal_spec(entry: Mapping[str, Any], index: int, hsm: SoftHsm) -> Termina
     )
 
 
-def card_spec(entry: Mapping[str, Any], index: int, hsm: SoftHsm, pvk: WrappedKey) -> CardSpec:
+def account_ref(ref_key: bytes, pan: str) -> str:
+    """A stable reference for a card's accounts that reveals nothing of the PAN
+    (account codes are printed by the verifier and seen by operators): a keyed
+    hash, so re-provisioning the same card finds the same accounts."""
+    return hmac.new(ref_key, b"account-ref|" + pan.encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def card_spec(entry: Mapping[str, Any], index: int, hsm: SoftHsm, pvk: WrappedKey,
+              ref_key: bytes) -> CardSpec:
     where = f"cards[{index}]"
     if not isinstance(entry, dict):
         raise ProvisioningInputError(f"{where} must be an object")
@@ -143,13 +153,14 @@ def card_spec(entry: Mapping[str, Any], index: int, hsm: SoftHsm, pvk: WrappedKe
     currency = _digits(_get(entry, "currency", str, where), where, "currency", range(3, 4))
     balance = _get(entry, "balance", int, where)
     account_type = _get(entry, "account_type", str, where, "20")
-    accounts = [AccountSpec(account_type=account_type, account_ref=f"{pan[-10:]}-{account_type}",
+    ref = account_ref(ref_key, pan)
+    accounts = [AccountSpec(account_type=account_type, account_ref=f"{ref}-{account_type}",
                             currency=currency, opening_balance=balance,
                             overdraft_limit=_get(entry, "overdraft", int, where, 0),
                             is_default=True)]
     savings = _get(entry, "savings_balance", int, where, None)
     if savings is not None and account_type != "10":
-        accounts.append(AccountSpec(account_type="10", account_ref=f"{pan[-10:]}-10",
+        accounts.append(AccountSpec(account_type="10", account_ref=f"{ref}-10",
                                     currency=currency, opening_balance=savings))
     method = _get(entry, "pin_method", str, where, "pvv")
     try:
@@ -177,7 +188,7 @@ def card_spec(entry: Mapping[str, Any], index: int, hsm: SoftHsm, pvk: WrappedKe
 
 
 async def provision(ledger: Ledger, hsm: SoftHsm, pvk: WrappedKey,
-                    data: Mapping[str, Any]) -> ProvisionSummary:
+                    data: Mapping[str, Any], ref_key: bytes) -> ProvisionSummary:
     """Validate every entry first, then write: a bad entry writes nothing.
 
     Raises ProvisioningInputError, ledger.errors.LedgerError.
@@ -187,7 +198,7 @@ async def provision(ledger: Ledger, hsm: SoftHsm, pvk: WrappedKey,
     if not isinstance(terminals, list) or not isinstance(cards, list):
         raise ProvisioningInputError("'terminals' and 'cards' must be arrays")
     terminal_specs = [terminal_spec(t, i, hsm) for i, t in enumerate(terminals)]
-    card_specs = [card_spec(c, i, hsm, pvk) for i, c in enumerate(cards)]
+    card_specs = [card_spec(c, i, hsm, pvk, ref_key) for i, c in enumerate(cards)]
     for t_spec in terminal_specs:
         await ledger.upsert_terminal(t_spec)
     for c_spec in card_specs:

@@ -39,6 +39,7 @@ from switch.pipeline import Pipeline, Session
 log = logging.getLogger("atm_switch.server")
 
 DECODE_ERRORS_MAX = 16
+DECODE_LOG_INTERVAL_S = 1.0  # at most one undecodable-message warning per second per process
 WRITE_BUFFER_HIGH_BYTES = 256 * 1024
 
 
@@ -51,6 +52,8 @@ class ServerState:
     in_flight_max: int
     in_flight: int = 0
     accepting: bool = True
+    decode_log_at: float = 0.0
+    decode_errors_unlogged: int = 0
 
 
 class Connection(asyncio.Protocol):
@@ -155,7 +158,7 @@ class Connection(asyncio.Protocol):
             msg = decode(payload, self._profile)
         except DecodeError as exc:
             self._state.metrics.decode_errors.labels(kind="message").inc()
-            log.warning("undecodable message from %s: %s", self._session.peer, exc)
+            self._log_decode_error(exc)
             if isinstance(exc.partial, IsoMessage) and exc.partial.mti[2] in "02":
                 # The structure decoded; only field content is wrong: answer 30.
                 self._answer_format_error(exc.partial, tpdu)
@@ -183,6 +186,17 @@ class Connection(asyncio.Protocol):
         task = asyncio.get_running_loop().create_task(self._process(msg, payload, tpdu))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _log_decode_error(self, exc: DecodeError) -> None:
+        # Garbage arrives in floods; the counter has every one, the log a sample.
+        now = time.monotonic()
+        state = self._state
+        state.decode_errors_unlogged += 1
+        if now - state.decode_log_at >= DECODE_LOG_INTERVAL_S:
+            log.warning("undecodable message from %s: %s (%d since the last such line)",
+                        self._session.peer, exc, state.decode_errors_unlogged)
+            state.decode_log_at = now
+            state.decode_errors_unlogged = 0
 
     def _answer_format_error(self, partial: IsoMessage, tpdu: bytes | None) -> None:
         try:

@@ -416,7 +416,10 @@ async def test_frozen_account_is_not_permitted(atm: AtmClient,
                                                switch_proc: SwitchProcess) -> None:
     import psycopg
 
-    code = f"CH:{demo_pan(23)[-10:]}-20"  # the ledger's code for a provisioned account
+    from switch.keys import DEMO_DATA_KEY
+    from switch.provisioning import account_ref
+
+    code = f"CH:{account_ref(DEMO_DATA_KEY, demo_pan(23))}-20"  # the ledger's account code
 
     def freeze() -> int:
         with psycopg.connect(switch_proc.dsn, autocommit=True) as conn:
