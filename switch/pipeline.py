@@ -16,9 +16,10 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+from prometheus_client import Histogram
 
 from hsm.errors import HsmError
 from hsm.interface import Hsm
@@ -53,7 +54,7 @@ from messages.profiles import Profile
 from messages.views import NetworkRequest, ReversalRequest, TransactionRequest, respond
 from switch.cache import TtlCache
 from switch.decisions import Decision, response_code
-from switch.metrics import Metrics
+from switch.metrics import STAGES, Metrics
 
 log = logging.getLogger("atm_switch.pipeline")
 
@@ -119,6 +120,22 @@ def _acquirer(text: str | None) -> str:
     return (text or "").lstrip("0")
 
 
+class _StageTimer:
+    """`with self._stage(name):` observes the block's duration in its histogram."""
+
+    __slots__ = ("_histogram", "_start")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._histogram = histogram
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._histogram.observe(time.perf_counter() - self._start)
+
+
 @dataclass
 class Session:
     """Per-connection state: which terminals signed on over this connection."""
@@ -163,6 +180,9 @@ class Pipeline:
         self._cards: TtlCache[str, CardRecord] = TtlCache(
             settings.card_cache_ttl_s, settings.cache_entries_max)
         self._keys: TtlCache[str, WrappedKey] = TtlCache(3600.0, 100_000)
+        # Label children resolved once: labels() costs a locked dict lookup per call.
+        self._stage_histograms = {stage: metrics.latency.labels(stage=stage)
+                                  for stage in STAGES}
         # Wrong PINs per terminal in a sliding window: a brute-force attempt across
         # many cards at one terminal is stopped even though no single card's try
         # counter reaches its limit. Keys are known terminals only (checked first).
@@ -200,13 +220,8 @@ class Pipeline:
 
     # -- helpers -------------------------------------------------------------
 
-    @contextmanager
-    def _stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._metrics.latency.labels(stage=name).observe(time.perf_counter() - start)
+    def _stage(self, name: str) -> _StageTimer:
+        return _StageTimer(self._stage_histograms[name])
 
     def _answer(self, msg: IsoMessage, out: Outcome_, *, advice: bool = False) -> IsoMessage:
         code = response_code(out.decision, advice=advice)

@@ -55,6 +55,9 @@ class ServerState:
     decode_log_at: float = 0.0
     decode_errors_unlogged: int = 0
 
+    def __post_init__(self) -> None:
+        self.total_latency = self.metrics.latency.labels(stage="total")
+
 
 class Connection(asyncio.Protocol):
     def __init__(self, state: ServerState, listener: ListenerConfig, profile: Profile,
@@ -232,7 +235,7 @@ class Connection(asyncio.Protocol):
         if answer is not None:
             self._send(msg, answer, tpdu)
         elapsed = time.perf_counter() - start
-        self._state.metrics.latency.labels(stage="total").observe(elapsed)
+        self._state.total_latency.observe(elapsed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("answered", extra={"fields": {
                 "mti": msg.mti, "stan": msg.get(11), "terminal": msg.get(41),
