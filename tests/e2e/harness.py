@@ -55,6 +55,7 @@ class SwitchProcess:
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     ports: dict[str, int] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -71,6 +72,7 @@ class SwitchProcess:
             path = self.workdir / "switch.toml"
             path.write_text(self.config_text, encoding="utf-8")
             args += ["--config", str(path)]
+        args += self.extra_args
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=switch_env(self.dsn, self.env), stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)

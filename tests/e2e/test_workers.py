@@ -1,0 +1,46 @@
+"""Several switch processes on one port (SO_REUSEPORT) with one metrics view."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ledger.embedded import EmbeddedPostgres
+from switch.atm import AtmClient, CardData
+from switch.demo import demo_pan
+from tests.conftest import new_database
+from tests.e2e.conftest import atm_config
+from tests.e2e.harness import SwitchProcess, card, run_cli, terminal, write_provisioning
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_two_workers_share_the_port_and_the_metrics(
+        pg_server: EmbeddedPostgres, template_db: str, tmp_path: Path) -> None:
+    dsn = new_database(pg_server, template_db)
+    path = write_provisioning(tmp_path / "p.json", [terminal("ATM00001")],
+                              [card(n) for n in range(1, 9)])
+    assert run_cli(["provision", str(path)], dsn).returncode == 0
+    proc = SwitchProcess(dsn=dsn, workdir=tmp_path, extra_args=["--workers", "2"])
+    proc.start()
+    try:
+        clients = [AtmClient(atm_config()) for _ in range(16)]
+        await asyncio.gather(*(c.connect("127.0.0.1", proc.port) for c in clients))
+        results = await asyncio.gather(*(
+            c.send(c.withdrawal(CardData(demo_pan(1 + i % 8), "3012"), 100, "1234"))
+            for i, c in enumerate(clients)))
+        assert [r.code for r in results] == ["00"] * 16
+        await asyncio.gather(*(c.close() for c in clients))
+        text = await asyncio.to_thread(proc.metrics_text)
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        approved = sum(s.value for s in families["atm_switch_messages"].samples
+                       if s.name.endswith("_total") and s.labels.get("mti") == "0200"
+                       and s.labels.get("response_code") == "00")
+        assert approved == 16, "every worker's answers are counted on the one metrics port"
+    finally:
+        assert proc.stop() == 0
+    verify = await asyncio.to_thread(run_cli, ["ledger", "verify"], dsn)
+    assert verify.returncode == 0, verify.stdout
