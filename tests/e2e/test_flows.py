@@ -446,3 +446,52 @@ async def test_repeats_of_hold_and_completion(atm: AtmClient) -> None:
     assert again.code == "00"
     after = await atm.send(atm.balance_inquiry(card(24), "1234"))
     assert balances(after.response)["01"] == 99_000, "completed once"
+
+
+async def test_deposit_and_transfer_between_own_accounts(atm: AtmClient) -> None:
+    c = card(10)  # checking 100,000 and savings 30,000
+    before = await atm.send(atm.balance_inquiry(c, "1234", account="20"))
+    checking = balances(before.response)["01"]
+    deposit = atm.financial(c, processing="210020", amount=5_000, pin="1234")
+    ex = await atm.send(deposit)
+    assert ex.code == "00"
+    assert balances(ex.response)["01"] == checking + 5_000
+    transfer = atm.financial(c, processing="402010", amount=7_000, pin="1234")
+    ex = await atm.send(transfer)
+    assert ex.code == "00"
+    after_checking = await atm.send(atm.balance_inquiry(c, "1234", account="20"))
+    after_savings = await atm.send(atm.balance_inquiry(c, "1234", account="10"))
+    assert balances(after_checking.response)["01"] == checking + 5_000 - 7_000
+    assert balances(after_savings.response)["01"] == 30_000 + 7_000
+    # A transfer to an account the card does not have.
+    lone = card(17)
+    ex = await atm.send(atm.financial(lone, processing="402010", amount=100, pin="1234"))
+    assert ex.code in ("76", "53")
+
+
+async def test_reversal_of_a_hold_releases_it(atm: AtmClient) -> None:
+    c = card(21)
+    hold = atm.financial(c, processing="010000", amount=4_000, pin="1234", mti="0100")
+    ex = await atm.send(hold)
+    assert ex.code == "00"
+    assert balances(ex.response)["02"] == 100_000 - 4_000
+    rev = await atm.send(atm.reversal(hold, advice=False))
+    assert rev.code == "00"
+    after = await atm.send(atm.balance_inquiry(c, "1234"))
+    assert balances(after.response)["02"] == 100_000
+    assert balances(after.response)["01"] == 100_000
+
+
+async def test_completion_without_a_hold_is_acknowledged(atm: AtmClient) -> None:
+    c = card(22)
+    orphan = atm.financial(c, processing="010000", amount=1_500, pin=None, mti="0220")
+    ex = await atm.send(orphan)
+    assert ex.response.mti == "0230"
+    assert ex.code == "00"
+
+
+async def test_unsupported_mti_class(atm: AtmClient) -> None:
+    msg = atm.financial(card(1), processing="010000", amount=100, pin=None, mti="0600")
+    raw_answer = await atm.send(msg)
+    assert raw_answer.response.mti == "0610"
+    assert raw_answer.code == "12"
