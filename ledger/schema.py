@@ -245,3 +245,17 @@ hot_pending = Table(
     Column("amount", BigInteger, nullable=False),
     PrimaryKeyConstraint("journal_id", "line"),
 )
+
+# Reversals that named their original only by terminal + RRN and found none
+# (migration 0005). A table of its own, rarely written: the authorization
+# function's probe takes its SERIALIZABLE read lock here, not on the busy
+# authorizations(terminal_id, rrn) index, where it made concurrent
+# authorizations at one terminal fail as pivots.
+rrn_tombstones = Table(
+    "rrn_tombstones",
+    metadata,
+    Column("terminal_id", Text, nullable=False),
+    Column("rrn", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=_NOW),
+    PrimaryKeyConstraint("terminal_id", "rrn"),
+)

@@ -495,3 +495,15 @@ async def test_unsupported_mti_class(atm: AtmClient) -> None:
     raw_answer = await atm.send(msg)
     assert raw_answer.response.mti == "0610"
     assert raw_answer.code == "12"
+
+
+async def test_reversal_by_rrn_only_leaves_a_tombstone(atm: AtmClient) -> None:
+    # An acquirer that zero-fills field 90 names the original by terminal + RRN.
+    ghost = atm.withdrawal(card(19), 1_000, "1234")
+    advice = atm.reversal(ghost).with_fields({90: "0" * 42})
+    assert (await atm.send(advice)).code == "00"
+    late = await atm.send(ghost)
+    assert late.code == "05", "the late original is declined, never posted"
+    assert late.response.get(38) is None
+    # An unrelated withdrawal at the same terminal is unaffected.
+    assert (await atm.send(atm.withdrawal(card(19), 1_000, "1234"))).code == "00"
