@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -32,9 +33,10 @@ def _admin_execute(dsn: str, statement: str) -> None:
         conn.execute(statement)  # type: ignore[arg-type]  # fixed, test-owned DDL text
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
-    root = Path(tempfile.mkdtemp(prefix="atm-switch-pg-"))
+@contextlib.contextmanager
+def temporary_server(prefix: str) -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL in a temporary directory, removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     server = EmbeddedPostgres(root / "pg")
     try:
         server.start()
@@ -46,6 +48,12 @@ def pg_server() -> Iterator[EmbeddedPostgres]:
             server.stop(mode="immediate")
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    with temporary_server("atm-switch-pg-") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

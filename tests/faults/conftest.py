@@ -8,8 +8,6 @@ only hurt the switch use a fresh database on the shared server.
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,21 +17,14 @@ import pytest
 from ledger.embedded import EmbeddedPostgres
 from ledger.migrations import upgrade
 from switch.atm import AtmClient, AtmConfig
+from tests.conftest import temporary_server
 from tests.e2e.harness import ACQUIRER, TPK, SwitchProcess, run_cli, write_provisioning
 
 
 @pytest.fixture(scope="module")
 def dedicated_pg() -> Iterator[EmbeddedPostgres]:
-    root = Path(tempfile.mkdtemp(prefix="atm-switch-faults-pg-"))
-    server = EmbeddedPostgres(root / "pg")
-    try:
-        server.start()
+    with temporary_server("atm-switch-faults-pg-") as server:
         yield server
-    finally:
-        try:
-            server.stop(mode="immediate")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 def migrated_database(server: EmbeddedPostgres, name: str) -> str:
