@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from ledger import verify as _verify
+from ledger.batch import AuthorizeBatcher
 from ledger.errors import (
     InvalidOperation,
     LedgerError,
@@ -81,6 +82,20 @@ _AUTHORIZE_SQL = (
     "$14, $15, $16, $17, $18)"
 )
 _REVERSE_SQL = "SELECT * FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7)"
+# Group commit (ledger.batch): the same function once per row, in arrival order, in
+# one statement and so one SERIALIZABLE transaction.
+_AUTHORIZE_MANY_SQL = (
+    "SELECT r.* FROM unnest($1::smallint[], $2::text[], $3::bytea[], $4::bigint[], "
+    "$5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[], "
+    "$11::text[], $12::text[], $13::integer[], $14::text[], $15::text[], $16::text[], "
+    "$17::date[], $18::timestamptz[]) WITH ORDINALITY AS a(kind, key, digest, card_id, "
+    "terminal_id, from_type, to_type, amount, currency, fee, rrn, pin_check, tries_max, "
+    "orig_key, orig_terminal, orig_rrn, business_date, hold_expires_at, n) "
+    "CROSS JOIN LATERAL ledger_authorize(a.kind, a.key, a.digest, a.card_id, a.terminal_id, "
+    "a.from_type, a.to_type, a.amount, a.currency, a.fee, a.rrn, a.pin_check, a.tries_max, "
+    "a.orig_key, a.orig_terminal, a.orig_rrn, a.business_date, a.hold_expires_at) AS r "
+    "ORDER BY a.n"
+)
 
 # Errors meaning "the database is not there (any more)": the outcome of the
 # call in flight is unknown.
@@ -196,6 +211,8 @@ def _result(row: asyncpg.Record) -> Result:
 
 @dataclass(frozen=True, slots=True)
 class _Settings:
+    batch_max: int
+    batch_lanes: int
     retries_max: int
     call_timeout_s: float
     acquire_timeout_s: float
@@ -216,6 +233,9 @@ class Ledger:
         self._on_retry = on_retry
         self._clock = clock
         self._card_locks = [asyncio.Lock() for _ in range(CARD_LOCK_STRIPES)]
+        self._batcher = AuthorizeBatcher(
+            self._authorize_many, lambda args: self._call(_AUTHORIZE_SQL, args),
+            batch_max=settings.batch_max, lanes=settings.batch_lanes)
         self.retries_total = 0
 
     @classmethod
@@ -223,7 +243,8 @@ class Ledger:
                    retries_max: int = 10, on_retry: OnRetry | None = None,
                    business_tz: str = "UTC", hold_ttl_s: float = 7 * 86400,
                    call_timeout_s: float = 10.0, acquire_timeout_s: float = 5.0,
-                   clock: Clock | None = None) -> Ledger:
+                   clock: Clock | None = None, batch_max: int = 16,
+                   batch_lanes: int | None = None) -> Ledger:
         """Connect a pool of at most ``pool_size_max`` sessions.
 
         ``on_retry(reason)`` is called before each retry, reason being
@@ -231,7 +252,11 @@ class Ledger:
         decides the business day of daily limits. Raises LedgerUnavailable.
         """
         assert pool_size_max >= 1 and retries_max >= 0
-        settings = _Settings(retries_max=retries_max, call_timeout_s=call_timeout_s,
+        # Fewer lanes than sessions: operations arriving while every lane is busy
+        # share the next commit (ledger.batch).
+        lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 4)
+        settings = _Settings(batch_max=batch_max, batch_lanes=lanes, retries_max=retries_max,
+                             call_timeout_s=call_timeout_s,
                              acquire_timeout_s=acquire_timeout_s, hold_ttl_s=hold_ttl_s,
                              business_tz=ZoneInfo(business_tz))
         vault = PanVault(data_key)
@@ -284,7 +309,7 @@ class Ledger:
             self._business_date(now), now + timedelta(seconds=self._settings.hold_ttl_s),
         )
         async with self._card_locks[op.card_id % CARD_LOCK_STRIPES]:
-            row = await self._call(_AUTHORIZE_SQL, args)
+            row = await self._batcher.submit(args)
         return _result(row)
 
     async def reverse(self, op: ReversalOp) -> Result:
@@ -545,8 +570,14 @@ class Ledger:
         if self._on_retry is not None:
             self._on_retry(RETRY_SQLSTATES[sqlstate])
 
-    async def _call(self, sql: str, args: Sequence[Any]) -> asyncpg.Record:
-        """One statement, retried on serialization failure/deadlock."""
+    async def _authorize_many(self, batch: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
+        columns = [list(column) for column in zip(*batch, strict=True)]
+        rows: list[asyncpg.Record] = await self._call(_AUTHORIZE_MANY_SQL, columns, many=True)
+        return rows
+
+    async def _call(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:
+        """One statement (one row, or every row with ``many``), retried on
+        serialization failure/deadlock."""
         attempt = 0
         while True:
             attempt += 1
@@ -558,7 +589,10 @@ class Ledger:
                 raise LedgerUnavailable("ledger database unreachable") from exc
             try:
                 # The session's command_timeout bounds the call.
-                row = await conn.fetchrow(sql, *args)
+                if many:
+                    rows = await conn.fetch(sql, *args)
+                else:
+                    row = await conn.fetchrow(sql, *args)
             except asyncpg.PostgresError as exc:
                 self._pool.release(conn, broken=isinstance(exc, _UNAVAILABLE))
                 if isinstance(exc, _UNAVAILABLE):
@@ -574,6 +608,8 @@ class Ledger:
                     raise OutcomeUnknown("connection lost during a ledger call") from exc
                 raise
             self._pool.release(conn)
+            if many:
+                return rows
             assert row is not None, "ledger functions always return a row"
             return row
 

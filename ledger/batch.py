@@ -1,0 +1,116 @@
+"""Group commit for authorizations: several operations, one statement, one commit.
+
+Measured on the 2-core machine (one session, withdrawals): per operation,
+PostgreSQL spent 360 µs of CPU alone and 230 µs in batches of 8; the Python
+client 117 µs and 47 µs. The commit (WAL flush), the round trip and the
+statement start-up are paid once per batch.
+
+How it batches: at most ``lanes`` batches are in flight; an operation that
+arrives while all lanes are busy waits for the next batch, which takes up to
+``batch_max`` waiting operations. At low load every operation goes alone at
+once (no added latency); under load batches grow by themselves.
+
+What it keeps: each operation is still one call of ``ledger_authorize`` under
+SERIALIZABLE, now several in one transaction, in arrival order; a later call
+sees the earlier ones' writes (two requests with the same key replay, two on
+one card see each other's debits). All commit or none does. The caller's
+results are only released after the commit.
+
+Failures: a serialization failure retries the whole batch (the store's
+bounded retry); a lost connection fails every operation of the batch with
+OutcomeUnknown (each is idempotent: the caller calls again); any other error
+(one operation the database refused) re-runs the batch's operations one by
+one, so only that operation fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from ledger.errors import LedgerError, LedgerUnavailable, RetriesExhausted
+
+Args = tuple[Any, ...]
+RunMany = Callable[[Sequence[Args]], Awaitable[list[asyncpg.Record]]]
+RunOne = Callable[[Args], Awaitable[asyncpg.Record]]
+
+
+class AuthorizeBatcher:
+    def __init__(self, run_many: RunMany, run_one: RunOne, *, batch_max: int,
+                 lanes: int) -> None:
+        assert batch_max >= 1 and lanes >= 1
+        self._run_many = run_many
+        self._run_one = run_one
+        self._batch_max = batch_max
+        self._lanes = lanes
+        self._busy = 0
+        self._waiting: list[tuple[Args, asyncio.Future[asyncpg.Record]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, args: Args) -> asyncpg.Record:
+        """The operation's row, after its batch committed. Raises LedgerError."""
+        future: asyncio.Future[asyncpg.Record] = asyncio.get_running_loop().create_future()
+        self._waiting.append((args, future))
+        self._start()
+        return await future
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting and self._busy < self._lanes:
+            batch = self._waiting[: self._batch_max]
+            del self._waiting[: self._batch_max]
+            self._busy += 1
+            task = loop.create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[Args, asyncio.Future[asyncpg.Record]]]) -> None:
+        try:
+            if len(batch) == 1:
+                await self._settle(batch[0], self._run_one(batch[0][0]))
+                return
+            try:
+                rows = await self._run_many([args for args, _ in batch])
+            except (LedgerUnavailable, RetriesExhausted) as exc:
+                for _, future in batch:
+                    _fail(future, exc)
+                return
+            except LedgerError:
+                # One operation was refused by the database: find it by running
+                # them one by one, so the others still get their answers.
+                for item in batch:
+                    await self._settle(item, self._run_one(item[0]))
+                return
+            assert len(rows) == len(batch), "one row per operation"
+            for (_, future), row in zip(batch, rows, strict=True):
+                if not future.done():
+                    future.set_result(row)
+        except BaseException as exc:  # cancelled at shutdown, or a bug: nobody waits forever
+            for _, future in batch:
+                _fail(future, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._busy -= 1
+            if self._waiting:
+                self._start()
+
+    @staticmethod
+    async def _settle(item: tuple[Args, asyncio.Future[asyncpg.Record]],
+                      call: Awaitable[asyncpg.Record]) -> None:
+        _, future = item
+        try:
+            row = await call
+        except Exception as exc:
+            _fail(future, exc)
+            return
+        if not future.done():
+            future.set_result(row)
+
+
+def _fail(future: asyncio.Future[asyncpg.Record], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,92 @@
+"""Group commit semantics of ledger.batch (the database side is covered by every
+ledger test, which now runs through it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from ledger.batch import AuthorizeBatcher
+from ledger.errors import InvalidOperation, OutcomeUnknown
+
+
+class FakeDb:
+    def __init__(self, *, refuse: int | None = None, lose_connection: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.singles: list[int] = []
+        self.refuse = refuse
+        self.lose_connection = lose_connection
+
+    async def many(self, batch: Sequence[tuple[Any, ...]]) -> list[Any]:
+        await asyncio.sleep(0.01)
+        items = [args[0] for args in batch]
+        self.batches.append(items)
+        if self.lose_connection:
+            raise OutcomeUnknown("lost")
+        if self.refuse in items:
+            raise InvalidOperation("refused")
+        return [("row", i) for i in items]
+
+    async def one(self, args: tuple[Any, ...]) -> Any:
+        await asyncio.sleep(0.01)
+        self.singles.append(args[0])
+        if args[0] == self.refuse:
+            raise InvalidOperation("refused")
+        return ("row", args[0])
+
+
+async def test_alone_at_low_load_batched_under_load() -> None:
+    db = FakeDb()
+    batcher = AuthorizeBatcher(db.many, db.one, batch_max=4, lanes=1)
+    assert await batcher.submit((0,)) == ("row", 0)
+    assert db.singles == [0] and db.batches == []
+    rows = await asyncio.gather(*(batcher.submit((i,)) for i in range(1, 10)))
+    assert rows == [("row", i) for i in range(1, 10)], "each caller gets its own row"
+    assert all(len(batch) <= 4 for batch in db.batches)
+    assert sum(len(b) for b in db.batches) + len(db.singles) == 10
+
+
+async def test_a_refused_operation_fails_alone() -> None:
+    db = FakeDb(refuse=3)
+    batcher = AuthorizeBatcher(db.many, db.one, batch_max=8, lanes=1)
+    first = asyncio.ensure_future(batcher.submit((0,)))
+    results = await asyncio.gather(*(batcher.submit((i,)) for i in range(1, 6)),
+                                   return_exceptions=True)
+    assert await first == ("row", 0)
+    assert isinstance(results[2], InvalidOperation)
+    assert [r for i, r in enumerate(results) if i != 2] == [("row", i) for i in (1, 2, 4, 5)]
+
+
+async def test_a_lost_connection_leaves_every_outcome_unknown() -> None:
+    db = FakeDb(lose_connection=True)
+    batcher = AuthorizeBatcher(db.many, db.one, batch_max=8, lanes=1)
+    first = asyncio.ensure_future(batcher.submit((0,)))
+    results = await asyncio.gather(*(batcher.submit((i,)) for i in range(1, 4)),
+                                   return_exceptions=True)
+    await first
+    assert all(isinstance(r, OutcomeUnknown) for r in results)
+    assert db.singles == [0], "nothing is re-run blindly after an unknown outcome"
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+async def test_lanes_bound_batches_in_flight(lanes: int) -> None:
+    in_flight = 0
+    peak = 0
+
+    async def many(batch: Sequence[tuple[Any, ...]]) -> list[Any]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return [None for _ in batch]
+
+    async def one(args: tuple[Any, ...]) -> Any:
+        return await many([args])
+
+    batcher = AuthorizeBatcher(many, one, batch_max=2, lanes=lanes)
+    await asyncio.gather(*(batcher.submit((i,)) for i in range(20)))
+    assert peak <= lanes
