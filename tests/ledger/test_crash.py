@@ -5,10 +5,7 @@ and the books must verify clean."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from ledger_helpers import DATA_KEY, next_key, provision_card, provision_terminal, withdrawal
@@ -18,6 +15,7 @@ from ledger.errors import LedgerError
 from ledger.migrations import upgrade
 from ledger.model import IdempotencyKey, OpKind, Outcome, Result
 from ledger.store import Ledger
+from tests.conftest import temporary_server
 
 WORKERS = 16
 CARDS = 8
@@ -27,17 +25,9 @@ BALANCE = 10_000_000
 @pytest.fixture
 def crash_server() -> Iterator[EmbeddedPostgres]:
     """A server of its own: crashing the session's server would disturb other tests."""
-    root = Path(tempfile.mkdtemp(prefix="atm-switch-crash-"))
-    server = EmbeddedPostgres(root / "pg")
-    try:
-        server.start()
+    with temporary_server("atm-switch-crash-") as server:
         server.ensure_database("crash")
         yield server
-    finally:
-        try:
-            server.stop(mode="immediate")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_immediate_shutdown_loses_nothing_acknowledged(
