@@ -119,6 +119,16 @@ def _atm_parser(sub: Any) -> None:
                            help="then send a 0420 reversal of it")
             p.add_argument("--dispensed", type=int,
                            help="with --reverse: amount actually dispensed (partial)")
+    rev = actions.add_parser("reverse", help="reverse an earlier withdrawal (0420, or 0400)")
+    rev.add_argument("--pan", required=True)
+    rev.add_argument("--expiry", default="3012", help="YYMM on the card")
+    rev.add_argument("--amount", type=int, required=True, help="the original amount")
+    rev.add_argument("--stan", required=True, help="the original's STAN (field 11)")
+    rev.add_argument("--time", required=True, dest="transmission_dt",
+                     help="the original's transmission date/time, MMDDhhmmss (field 7)")
+    rev.add_argument("--rrn", help="the original's RRN (field 37)")
+    rev.add_argument("--dispensed", type=int, help="amount actually dispensed (partial)")
+    rev.add_argument("--request", action="store_true", help="send a 0400 instead of a 0420")
 
 
 # -- helpers -----------------------------------------------------------------
@@ -318,7 +328,8 @@ async def _atm(args: argparse.Namespace) -> int:
         code = ex.code
         known = {c.value: c.meaning for c in ResponseCode}
         meaning = known.get(code, "unknown code")
-        line = f"{what}: {ex.response.mti} 39={code} ({meaning})"
+        line = (f"{what}: {ex.response.mti} 39={code} ({meaning}) "
+                f"STAN={ex.request.get(11)} time={ex.request.get(7)} RRN={ex.request.get(37)}")
         if ex.response.get(38):
             line += f" approval={ex.response.get(38)}"
         if ex.response.get(54):
@@ -337,6 +348,13 @@ async def _atm(args: argparse.Namespace) -> int:
             show(ex, action)
             return EXIT_OK if ex.code == "00" else EXIT_FAILED
         card = CardData(pan=args.pan, expiry=args.expiry)
+        if action == "reverse":
+            original = client.withdrawal(card, args.amount, "0000").with_fields(
+                {7: args.transmission_dt, 11: args.stan, 37: args.rrn, 52: None})
+            rev = client.reversal(original, dispensed=args.dispensed, advice=not args.request)
+            ex = await client.send(rev, timeout_s=args.timeout)
+            show(ex, "reversal")
+            return EXIT_OK if ex.code == "00" else EXIT_FAILED
         if action == "balance":
             msg = client.balance_inquiry(card, args.pin, account=args.account)
         elif action == "deposit":

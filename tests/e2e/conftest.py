@@ -59,6 +59,7 @@ CARDS = [
     card(22),
     card(23),
     card(24),
+    card(25),
 ]
 
 

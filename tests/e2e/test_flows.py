@@ -507,3 +507,26 @@ async def test_reversal_by_rrn_only_leaves_a_tombstone(atm: AtmClient) -> None:
     assert late.response.get(38) is None
     # An unrelated withdrawal at the same terminal is unaffected.
     assert (await atm.send(atm.withdrawal(card(19), 1_000, "1234"))).code == "00"
+
+
+def test_atm_cli_withdraw_then_reverse_later(switch_proc: SwitchProcess) -> None:
+    import subprocess
+    import sys
+
+    def atm_cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "switch.cli", "atm", "--connect",
+             f"127.0.0.1:{switch_proc.port}", *args],
+            capture_output=True, text=True, timeout=60, check=False)
+        return result.stdout + result.stderr
+
+    pan = demo_pan(25)
+    out = atm_cli("withdraw", "--pan", pan, "--pin", "1234", "--amount", "3000")
+    assert "39=00" in out, out
+    fields = dict(part.split("=", 1) for part in out.split() if part.count("=") == 1
+                  and part.split("=")[0] in ("STAN", "time", "RRN"))
+    out = atm_cli("reverse", "--pan", pan, "--amount", "3000", "--stan", fields["STAN"],
+                  "--time", fields["time"], "--rrn", fields["RRN"], "--dispensed", "1000")
+    assert "0430 39=00" in out, out
+    out = atm_cli("balance", "--pan", pan, "--pin", "1234")
+    assert "2001840C000000099000" in out, out  # 100,000 - 3,000 + 2,000 given back
