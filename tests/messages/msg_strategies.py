@@ -224,3 +224,19 @@ network_responses = st.builds(
     security_code=optional(hex_text(8).map(KeyData)),
     mac=optional(hex_text(8)),
 )
+
+
+def mutate(raw: bytes, position: int, byte: int, action: str) -> bytes:
+    """``raw`` with one byte replaced, inserted or deleted at ``position`` (modulo its
+    length), or truncated there (any other action)."""
+    out = bytearray(raw)
+    position %= len(out)
+    if action == "replace":
+        out[position] = byte
+    elif action == "insert":
+        out.insert(position, byte)
+    elif action == "delete":
+        del out[position]
+    else:
+        del out[position:]
+    return bytes(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from msg_strategies import iso_messages
+from msg_strategies import iso_messages, mutate
 
 from messages.codec import IsoMessage, decode, encode
 from messages.errors import DecodeError, EncodeError, MessageError
@@ -179,18 +179,9 @@ def test_any_bytes_decode_or_raise_decode_error(data: bytes, profile: Profile) -
 def test_mutated_messages_decode_or_raise_decode_error(
     msg: IsoMessage, profile: Profile, position: int, byte: int, action: str
 ) -> None:
-    raw = bytearray(encode(msg, profile))
-    position %= len(raw)
-    if action == "replace":
-        raw[position] = byte
-    elif action == "insert":
-        raw.insert(position, byte)
-    elif action == "delete":
-        del raw[position]
-    else:
-        del raw[position:]
+    raw = mutate(encode(msg, profile), position, byte, action)
     try:
-        decoded = decode(bytes(raw), profile)
+        decoded = decode(raw, profile)
     except DecodeError:
         return
     assert encode(decoded, profile)  # whatever decodes can be sent back

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msg_strategies import (
+    mutate,
     network_requests,
     network_responses,
     reversal_requests,
@@ -154,18 +155,9 @@ def test_mutations_are_rejected_with_the_package_errors(
     profile: Profile, data: st.DataObject, position: int, byte: int, action: str
 ) -> None:
     view, strategy = data.draw(st.sampled_from(VIEWS))
-    raw = bytearray(encode(data.draw(strategy).to_iso(), profile))
-    position %= len(raw)
-    if action == "replace":
-        raw[position] = byte
-    elif action == "insert":
-        raw.insert(position, byte)
-    elif action == "delete":
-        del raw[position]
-    else:
-        del raw[position:]
+    raw = mutate(encode(data.draw(strategy).to_iso(), profile), position, byte, action)
     try:
-        msg = decode(bytes(raw), profile)
+        msg = decode(raw, profile)
         for candidate in (view, TransactionRequest, ReversalRequest, NetworkRequest):
             try:
                 candidate.from_iso(msg)
