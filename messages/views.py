@@ -69,8 +69,8 @@ class NetworkInfo:
 def _get(msg: IsoMessage, number: int) -> str | None:
     """Field ``number``, checked against the profile's format (views can be given
     hand-built messages, not only decoded ones). Raises FieldError."""
-    value = msg.get(number)
-    if value is not None and not check_field(number, value):
+    value = msg.fields.get(number)
+    if value is not None and not msg.checked and not check_field(number, value):
         raise FieldError(number, "field does not match its format")
     return value
 
@@ -556,11 +556,12 @@ def respond(
     """
     mti = Mti.parse(request.mti).response()
     echo = ECHO_FIELDS + (_NETWORK_ECHO if mti.msg_class == MsgClass.NETWORK_MANAGEMENT else ())
-    fields = {
-        n: value
-        for n in echo
-        if (value := request.get(n)) is not None and check_field(n, value)
-    }
+    source = request.fields
+    if request.checked:  # a decoded request: its fields already match their formats
+        fields = {n: source[n] for n in echo if n in source}
+    else:
+        fields = {n: value for n in echo
+                  if (value := source.get(n)) is not None and check_field(n, value)}
     code = str(response_code)
     if len(code) != 2 or not check_field(39, code):
         raise EncodeError(39, "response code must be 2 printable characters")
@@ -572,4 +573,15 @@ def respond(
     amounts = tuple(additional_amounts)
     if amounts:
         fields[54] = encode_additional_amounts(amounts)
-    return IsoMessage(str(mti), fields).with_fields(extra or {})
+    changes = dict(extra or {})
+    for number, value in changes.items():
+        if value is None:
+            fields.pop(number, None)
+        else:
+            fields[number] = value
+    # A field that breaks its format makes the message an ordinary (unchecked)
+    # one: encoding it then fails with EncodeError naming that field.
+    added = ((54, fields.get(54)), *((n, v) for n, v in changes.items() if v is not None))
+    if all(value is None or check_field(number, value) for number, value in added):
+        return IsoMessage.checked_message(str(mti), fields)
+    return IsoMessage(str(mti), fields)
