@@ -91,6 +91,10 @@ class SwitchConfig:
     data_dir: Path = Path(".state")
     db_pool_size_max: int = 16
     db_retries_max: int = 10
+    # Group commit (ledger.batch): operations per statement, and statements in
+    # flight at once (0 = a quarter of the pool).
+    db_batch_max: int = 16
+    db_batch_lanes: int = 0
     in_flight_max: int = 2048
     authorize_timeout_s: float = 5.0
     hsm_timeout_s: float = 1.0
@@ -122,6 +126,9 @@ class SwitchConfig:
             listener.validate()
         _positive("database.pool_size_max", self.db_pool_size_max)
         _positive("database.retries_max", self.db_retries_max)
+        _positive("database.batch_max", self.db_batch_max)
+        if self.db_batch_lanes < 0:
+            raise ConfigError("database.batch_lanes must be 0 (automatic) or positive")
         _positive("server.in_flight_max", self.in_flight_max)
         _positive("server.authorize_timeout_s", self.authorize_timeout_s)
         _positive("server.hsm_timeout_s", self.hsm_timeout_s)
@@ -159,7 +166,8 @@ def _positive(name: str, value: float) -> None:
 _SECTIONS: dict[str, dict[str, str]] = {
     # TOML section.key -> SwitchConfig field
     "database": {"url": "database_url", "data_dir": "data_dir",
-                 "pool_size_max": "db_pool_size_max", "retries_max": "db_retries_max"},
+                 "pool_size_max": "db_pool_size_max", "retries_max": "db_retries_max",
+                 "batch_max": "db_batch_max", "batch_lanes": "db_batch_lanes"},
     "server": {"in_flight_max": "in_flight_max", "authorize_timeout_s": "authorize_timeout_s",
                "hsm_timeout_s": "hsm_timeout_s", "shutdown_grace_s": "shutdown_grace_s",
                "cache_ttl_s": "cache_ttl_s", "card_cache_ttl_s": "card_cache_ttl_s",
