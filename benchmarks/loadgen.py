@@ -64,6 +64,7 @@ CONNECT_TIMEOUT_S = 10.0
 GO_TIMEOUT_S = 600.0              # how long a ready process waits for the parent
 REQUESTS_PER_CONNECTION_MAX = 50_000_000  # bound on every send loop
 YIELD_EVERY = 64                  # open loop: let responses in while catching up
+PROGRESS_EVERY = 32               # requests counted locally before the shared counter
 RESPONSE_MTI = {"0200": "0210", "0420": "0430", "0800": "0810"}
 
 
@@ -284,13 +285,15 @@ class Recorder:
     per_second: Counter[int] = field(default_factory=Counter)
     per_second_max_us: dict[int, int] = field(default_factory=dict)
     progress: Any = None                                         # shared counter or None
+    unreported: int = 0                                          # not yet added to progress
 
     def record(self, op: Op, t_ref: float, t_done: float, response: IsoMessage | None,
                error: str | None, *, window_by: float) -> str | None:
         """Count one finished request; `window_by` decides window membership
         (completion time in closed loop, intended time in open loop). Returns field 39."""
-        if self.progress is not None:
-            self.progress.value += 1
+        self.unreported += 1
+        if self.unreported >= PROGRESS_EVERY:
+            self.report_progress()
         code = response.get(39) if response is not None else None
         if error is not None:
             self.errors[error] += 1
@@ -314,7 +317,15 @@ class Recorder:
         self.codes[op.value][code or error or "?"] += 1
         return code
 
+    def report_progress(self) -> None:
+        # The shared counter (one per process, written only here) is shared memory
+        # behind ctypes: add in steps, not per request.
+        if self.progress is not None and self.unreported:
+            self.progress.value += self.unreported
+        self.unreported = 0
+
     def result(self) -> dict[str, Any]:
+        self.report_progress()
         return {
             "hist": encode_histogram(self.hist),
             "op_hists": {k: encode_histogram(v) for k, v in self.op_hists.items()},

@@ -189,15 +189,16 @@ class AtmClient:
     # -- message builders ----------------------------------------------------
 
     def _base(self, stan: str | None = None) -> dict[int, str]:
-        now = dt.datetime.now(dt.UTC)
+        # One strftime: MMDDhhmmss then YYJJJ (year and day of year for the RRN).
+        stamp = dt.datetime.now(dt.UTC).strftime("%m%d%H%M%S%y%j")
         stan = stan or self.next_stan()
         return {
-            7: now.strftime("%m%d%H%M%S"),
+            7: stamp[:10],
             11: stan,
-            12: now.strftime("%H%M%S"),
-            13: now.strftime("%m%d"),
+            12: stamp[4:10],
+            13: stamp[:4],
             32: self.config.acquirer_id,
-            37: now.strftime("%y%j%H") + stan[-5:],
+            37: stamp[10:15] + stamp[4:6] + stan[-5:],
             41: self.config.terminal_id,
         }
 

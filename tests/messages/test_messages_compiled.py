@@ -13,7 +13,7 @@ from msg_strategies import iso_messages, mutate
 from messages import codec
 from messages.codec import IsoMessage, decode, encode
 from messages.errors import DecodeError
-from messages.profiles import ASCII, BINARY, Profile
+from messages.profiles import ASCII, BINARY, FIELD_DEFS, FieldKind, Profile
 
 PROFILES = [ASCII, BINARY]
 
@@ -128,3 +128,18 @@ def test_hand_built_messages_are_not_checked() -> None:
     msg = IsoMessage("0800", {11: "000001", 70: "301"})
     assert not msg.checked
     assert not msg.with_fields({39: "00"}).checked
+
+
+@settings(max_examples=500, deadline=None)
+@given(number=st.sampled_from(sorted(FIELD_DEFS)),
+       value=st.text(alphabet="0123456789ABCDEFabcdef=DF;?x \u00e9\x7f", max_size=60))
+def test_fast_field_check_equals_the_detailed_rules(number: int, value: str) -> None:
+    d = FIELD_DEFS[number]
+    fast = codec._PATTERNS[number].fullmatch(value) is not None
+    chars = len(value) // 2 if d.kind is FieldKind.BINARY else len(value)
+    detailed = (
+        not (d.kind is FieldKind.BINARY and len(value) % 2)
+        and (chars == d.length if d.prefix == 0 else chars <= d.length)
+        and codec._valid_text(d.kind, value)
+    )
+    assert fast == detailed
