@@ -133,6 +133,9 @@ def _pan_digits(pan: str | HasDigits) -> str:
     return digits
 
 
+_HALF_YEAR = timedelta(days=182)
+
+
 def infer_year(transmission_dt: str, now: datetime) -> int:
     """The year that puts MMDDhhmmss nearest to ``now`` (field 7 carries no year).
 
@@ -140,6 +143,15 @@ def infer_year(transmission_dt: str, now: datetime) -> int:
     """
     month, day = int(transmission_dt[0:2]), int(transmission_dt[2:4])
     hour, minute, second = (int(transmission_dt[i:i + 2]) for i in (4, 6, 8))
+    # The common case: this year, within half a year of now. Then no other year
+    # can be nearer (the same date a year off is at least 365 days away).
+    try:
+        moment = datetime(now.year, month, day, hour, minute, second, tzinfo=UTC)
+    except ValueError:
+        pass
+    else:
+        if abs(moment - now) <= _HALF_YEAR:
+            return now.year
     best: tuple[float, int] | None = None
     for year in (now.year - 1, now.year, now.year + 1):
         try:

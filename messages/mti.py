@@ -51,9 +51,16 @@ class Mti:
     @classmethod
     def parse(cls, text: str) -> Mti:
         """Parse four digits. Raises FieldError(0, …) for anything else."""
+        if type(text) is str:
+            known = _PARSED.get(text)
+            if known is not None:
+                return known
         if not (isinstance(text, str) and len(text) == 4 and text.isascii() and text.isdigit()):
             raise FieldError(0, "MTI must be 4 digits")
-        return cls(int(text[0]), int(text[1]), int(text[2]), int(text[3]))
+        mti = cls(int(text[0]), int(text[1]), int(text[2]), int(text[3]))
+        if cls is Mti:
+            _PARSED[text] = mti   # at most 10,000 texts: every MTI is parsed once
+        return mti
 
     def __post_init__(self) -> None:
         for part in (self.version, self.msg_class, self.function, self.origin):
@@ -93,3 +100,7 @@ class Mti:
         if self.function not in (Function.REQUEST, Function.ADVICE, Function.NOTIFICATION):
             raise FieldError(0, "MTI is not a request or advice, it has no response")
         return Mti(self.version, self.msg_class, self.function + 1, self.origin - self.origin % 2)
+
+
+# Parsed MTIs by their text (Mti is immutable, so one instance serves every message).
+_PARSED: dict[str, Mti] = {}

@@ -187,7 +187,10 @@ class _CardRequest:
         pan_text = _get(msg, 2)
         if pan_text is None and track2 is None:
             raise FieldError(2, "PAN is missing (neither field 2 nor track 2)")
-        pan = Pan(pan_text) if pan_text is not None else track2.pan if track2 else None
+        if pan_text is None or (track2 is not None and pan_text == track2.pan.digits):
+            pan = track2.pan if track2 is not None else None
+        else:
+            pan = Pan(pan_text)
         if track2 is not None and pan != track2.pan:
             raise FieldError(35, "track 2 PAN differs from field 2")
         processing = ProcessingCode.parse(_need(msg, 3))

@@ -16,21 +16,11 @@ import sys
 import time
 from typing import Any
 
+from messages.fields import luhn_ok
+
 _DIGIT_RUN = re.compile(r"(?<![0-9])[0-9]{12,19}(?![0-9])")
 _HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{16,}(?![0-9A-Fa-f])")
 _TRACK2 = re.compile(r"[0-9]{12,19}[=D][0-9]{4,}")
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def mask_pan(digits: str) -> str:
@@ -43,7 +33,7 @@ def mask_pan(digits: str) -> str:
 def scrub(text: str) -> str:
     """Mask anything in `text` that looks like a PAN, track 2 or key/PIN block hex."""
     text = _TRACK2.sub("<track2>", text)
-    text = _DIGIT_RUN.sub(lambda m: mask_pan(m.group()) if _luhn_ok(m.group()) else m.group(),
+    text = _DIGIT_RUN.sub(lambda m: mask_pan(m.group()) if luhn_ok(m.group()) else m.group(),
                           text)
     return _HEX_RUN.sub("<hex>", text)
 

@@ -114,6 +114,18 @@ def decision_for_outcome(result: Result) -> Decision:
     return OUTCOME_DECISIONS[outcome.name]
 
 
+_yymm_cache: tuple[int, str] = (-1, "")
+
+
+def _utc_yymm() -> str:
+    """This month as YYMM (UTC), worked out once a minute."""
+    global _yymm_cache
+    minute = int(time.time()) // 60
+    if _yymm_cache[0] != minute:
+        _yymm_cache = (minute, time.strftime("%y%m", time.gmtime(minute * 60)))
+    return _yymm_cache[1]
+
+
 def _acquirer(text: str | None) -> str:
     # Field 32 travels as given (LLVAR) but field 90 zero-pads it to 11 digits:
     # keys use the form without leading zeros so both name the same acquirer.
@@ -499,7 +511,7 @@ class Pipeline:
         pin_check: PinCheck = "none"
         if kind != OpKind.COMPLETION:
             if not mti.is_repeat:
-                decision = self._check_card(card, req.expiry, time.strftime("%y%m", time.gmtime()))
+                decision = self._check_card(card, req.expiry, _utc_yymm())
                 if decision is not None:
                     return Outcome_(decision)
             if self._terminal_pin_locked(terminal.terminal_id):

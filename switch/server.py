@@ -25,6 +25,7 @@ import logging
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from messages.codec import IsoMessage, decode, encode
 from messages.errors import DecodeError, EmptyFrame, EncodeError, FramingError
@@ -57,6 +58,17 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.total_latency = self.metrics.latency.labels(stage="total")
+        # Label children of the messages counter, resolved once per (MTI, code):
+        # labels() costs a locked lookup per call.
+        self._answered: dict[tuple[str, str], Any] = {}
+
+    def count_answer(self, mti: str, response_code: str) -> None:
+        key = (mti, response_code)
+        child = self._answered.get(key)
+        if child is None:
+            child = self._answered[key] = self.metrics.messages.labels(
+                mti=mti, response_code=response_code)
+        child.inc()
 
 
 class Connection(asyncio.Protocol):
@@ -244,9 +256,9 @@ class Connection(asyncio.Protocol):
                 "ms": round(elapsed * 1000, 2)}})
 
     def _send(self, request: IsoMessage, answer: IsoMessage, tpdu: bytes | None) -> None:
-        self._state.metrics.messages.labels(
-            mti=request.mti if request.mti.isdigit() and len(request.mti) == 4 else "other",
-            response_code=answer.get(39) or "none").inc()
+        self._state.count_answer(
+            request.mti if request.mti.isdigit() and len(request.mti) == 4 else "other",
+            answer.get(39) or "none")
         transport = self._transport
         if transport is None or transport.is_closing():
             return
