@@ -49,6 +49,25 @@ def test_known_pans(digits: str) -> None:
     assert luhn_ok(digits) and Pan(digits).digits == digits
 
 
+def _luhn_by_the_book(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if position % 2 else 1)
+        total += value // 10 + value % 10
+    return total % 10 == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(digits=st.text(alphabet="0123456789", min_size=1, max_size=19))
+def test_luhn_matches_the_textbook_rule(digits: str) -> None:
+    assert luhn_ok(digits) == _luhn_by_the_book(digits)
+
+
+@pytest.mark.parametrize("text", ["", "4761 7390", "47617390010100A0", "\u0664\u0667"])
+def test_luhn_is_false_for_anything_but_digits(text: str) -> None:
+    assert not luhn_ok(text)
+
+
 @pytest.mark.parametrize(
     ("digits", "reason"),
     [
