@@ -9,9 +9,9 @@ by MTI and STAN, so requests may be pipelined on one connection.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import itertools
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from secrets import randbelow
@@ -84,6 +84,8 @@ class AtmClient:
     _pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     _stan: itertools.count[int] = field(init=False)
     _read_task: asyncio.Task[None] | None = None
+    _stamp_second: int = field(default=-1, init=False, repr=False)
+    _stamp_text: str = field(default="", init=False, repr=False)
 
     def __post_init__(self) -> None:
         start = self.stan_start if self.stan_start is not None else randbelow(999_000) + 1
@@ -189,8 +191,7 @@ class AtmClient:
     # -- message builders ----------------------------------------------------
 
     def _base(self, stan: str | None = None) -> dict[int, str]:
-        # One strftime: MMDDhhmmss then YYJJJ (year and day of year for the RRN).
-        stamp = dt.datetime.now(dt.UTC).strftime("%m%d%H%M%S%y%j")
+        stamp = self._stamp()
         stan = stan or self.next_stan()
         return {
             7: stamp[:10],
@@ -201,6 +202,15 @@ class AtmClient:
             37: stamp[10:15] + stamp[4:6] + stan[-5:],
             41: self.config.terminal_id,
         }
+
+    def _stamp(self) -> str:
+        """UTC now as MMDDhhmmss then YYJJJ (year and day of year, for the RRN),
+        formatted once per second."""
+        second = int(time.time())
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp_text = time.strftime("%m%d%H%M%S%y%j", time.gmtime(second))
+        return self._stamp_text
 
     def network(self, code: str) -> IsoMessage:
         base = self._base()
