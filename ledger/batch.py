@@ -40,12 +40,13 @@ RunOne = Callable[[Args], Awaitable[asyncpg.Record]]
 
 class AuthorizeBatcher:
     def __init__(self, run_many: RunMany, run_one: RunOne, *, batch_max: int,
-                 lanes: int) -> None:
+                 lanes: int, on_batch: Callable[[int], None] | None = None) -> None:
         assert batch_max >= 1 and lanes >= 1
         self._run_many = run_many
         self._run_one = run_one
         self._batch_max = batch_max
         self._lanes = lanes
+        self._on_batch = on_batch
         self._busy = 0
         self._waiting: list[tuple[Args, asyncio.Future[asyncpg.Record]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -68,6 +69,8 @@ class AuthorizeBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: list[tuple[Args, asyncio.Future[asyncpg.Record]]]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         try:
             if len(batch) == 1:
                 await self._settle(batch[0], self._run_one(batch[0][0]))

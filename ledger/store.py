@@ -119,6 +119,7 @@ class HasDigits(Protocol):
 
 
 OnRetry = Callable[[str], None]
+OnBatch = Callable[[int], None]
 Clock = Callable[[], datetime]
 
 
@@ -237,7 +238,8 @@ class Ledger:
 
     def __init__(self, pool: ConnectionPool, vault: PanVault, settings: _Settings,
                  on_retry: OnRetry | None, clock: Clock,
-                 read_pool: ConnectionPool | None = None) -> None:
+                 read_pool: ConnectionPool | None = None,
+                 on_batch: OnBatch | None = None) -> None:
         self._pool = pool
         self._read_pool = read_pool
         self._vault = vault
@@ -247,12 +249,13 @@ class Ledger:
         self._card_locks = [asyncio.Lock() for _ in range(CARD_LOCK_STRIPES)]
         self._batcher = AuthorizeBatcher(
             self._authorize_many, lambda args: self._call(_AUTHORIZE_SQL, args),
-            batch_max=settings.batch_max, lanes=settings.batch_lanes)
+            batch_max=settings.batch_max, lanes=settings.batch_lanes, on_batch=on_batch)
         self.retries_total = 0
 
     @classmethod
     async def open(cls, dsn: str, *, data_key: bytes, pool_size_max: int = 20,
                    retries_max: int = 10, on_retry: OnRetry | None = None,
+                   on_batch: OnBatch | None = None,
                    business_tz: str = "UTC", hold_ttl_s: float = 7 * 86400,
                    call_timeout_s: float = 10.0, acquire_timeout_s: float = 5.0,
                    clock: Clock | None = None, batch_max: int = 16,
@@ -260,7 +263,8 @@ class Ledger:
         """Connect a pool of at most ``pool_size_max`` sessions.
 
         ``on_retry(reason)`` is called before each retry, reason being
-        ``"serialization"`` or ``"deadlock"``. ``business_tz`` (IANA name)
+        ``"serialization"`` or ``"deadlock"``; ``on_batch(size)`` once per group
+        commit statement, with the number of operations it carried. ``business_tz`` (IANA name)
         decides the business day of daily limits. Raises LedgerUnavailable.
         """
         assert pool_size_max >= 1 and retries_max >= 0
@@ -298,7 +302,7 @@ class Ledger:
         except asyncpg.PostgresError as exc:
             await pool.close()
             raise LedgerUnavailable(f"cannot open the ledger database ({exc.sqlstate})") from exc
-        return cls(pool, vault, settings, on_retry, clock or _utc_now, read_pool)
+        return cls(pool, vault, settings, on_retry, clock or _utc_now, read_pool, on_batch)
 
     async def close(self) -> None:
         await self._pool.close()

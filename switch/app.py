@@ -78,7 +78,9 @@ async def open_ledger(config: SwitchConfig, db: Database, secrets: Secrets,
 
     ledger = await Ledger.open(
         db.dsn, data_key=secrets.data_key, pool_size_max=config.db_pool_size_max,
-        retries_max=config.db_retries_max, on_retry=on_retry, business_tz=config.business_tz,
+        retries_max=config.db_retries_max, on_retry=on_retry,
+        on_batch=metrics.ledger_batch_size.observe if metrics is not None else None,
+        business_tz=config.business_tz,
         call_timeout_s=config.authorize_timeout_s, batch_max=config.db_batch_max,
         batch_lanes=config.db_batch_lanes or None)
     if not await schema_is_current(db.dsn):

@@ -21,6 +21,8 @@ from prometheus_client import (
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
                      0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
 STAGES = ("decode", "terminal", "card", "mac", "pin", "ledger", "encode", "total")
 
 
@@ -57,6 +59,10 @@ class Metrics:
             "atm_switch_ledger_retries_total",
             "Ledger transactions retried after a serialization failure or deadlock.",
             ["reason"], registry=r)
+        self.ledger_batch_size = Histogram(
+            "atm_switch_ledger_batch_operations",
+            "Authorizations per group-commit statement (one SERIALIZABLE transaction).",
+            buckets=BATCH_BUCKETS, registry=r)
         self.ledger_errors = Counter(
             "atm_switch_ledger_errors_total", "Ledger calls that failed.", ["kind"], registry=r)
         self.hsm_errors = Counter(

@@ -116,7 +116,8 @@ async def test_metrics_page_parses_and_has_the_documented_metrics(
     for name in ("atm_switch_messages", "atm_switch_authorization_duration_seconds",
                  "atm_switch_in_flight_requests", "atm_switch_connections",
                  "atm_switch_ledger_retries", "atm_switch_hsm_errors",
-                 "atm_switch_decode_errors", "atm_switch_load_shed"):
+                 "atm_switch_decode_errors", "atm_switch_load_shed",
+                 "atm_switch_ledger_batch_operations"):
         assert name in families, name
     samples = families["atm_switch_messages"].samples
     assert any(s.labels.get("mti") == "0800" and s.labels.get("response_code") == "00"

@@ -40,13 +40,15 @@ class FakeDb:
 
 async def test_alone_at_low_load_batched_under_load() -> None:
     db = FakeDb()
-    batcher = AuthorizeBatcher(db.many, db.one, batch_max=4, lanes=1)
+    sizes: list[int] = []
+    batcher = AuthorizeBatcher(db.many, db.one, batch_max=4, lanes=1, on_batch=sizes.append)
     assert await batcher.submit((0,)) == ("row", 0)
     assert db.singles == [0] and db.batches == []
     rows = await asyncio.gather(*(batcher.submit((i,)) for i in range(1, 10)))
     assert rows == [("row", i) for i in range(1, 10)], "each caller gets its own row"
     assert all(len(batch) <= 4 for batch in db.batches)
     assert sum(len(b) for b in db.batches) + len(db.singles) == 10
+    assert sorted(sizes) == sorted([1] * len(db.singles) + [len(b) for b in db.batches])
 
 
 async def test_a_refused_operation_fails_alone() -> None:
