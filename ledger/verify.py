@@ -67,12 +67,24 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
                       coalesce(h.s, 0))
           FROM accounts a LEFT JOIN h ON h.account_id = a.id
          WHERE a.pending_debits <> coalesce(h.s, 0) OR a.pending_credits <> 0"""),
-    ("available", "no cardholder available balance below its overdraft rule",
-     """SELECT format('account %s: available %s', code,
-                      posted_credits - posted_debits - pending_debits + overdraft_limit)
-          FROM accounts
+    # A reversed deposit is a forced debit: the money never came in, so the debit is
+    # taken even when the cardholder has already spent it. Only those debits may
+    # take an account below its rule, and by no more than their sum.
+    ("available", "no cardholder available balance below its overdraft rule, "
+                  "beyond forced debits (reversed deposits)",
+     """WITH forced AS (
+            SELECT p.account_id, sum(p.amount) AS amount
+              FROM reversals r
+              JOIN authorizations a ON a.id = r.original_auth_id AND a.kind = 3
+              JOIN postings p ON p.journal_id = r.journal_id AND p.amount > 0
+             GROUP BY p.account_id)
+        SELECT format('account %s: available %s (forced debits %s)', code,
+                      posted_credits - posted_debits - pending_debits + overdraft_limit,
+                      coalesce(f.amount, 0))
+          FROM accounts LEFT JOIN forced f ON f.account_id = accounts.id
          WHERE NOT hot
-           AND posted_credits - posted_debits - pending_debits + overdraft_limit < 0"""),
+           AND posted_credits - posted_debits - pending_debits + overdraft_limit
+               + coalesce(f.amount, 0) < 0"""),
     ("authorization_journals", "one journal per approved posting authorization, none per decline",
      """SELECT format('authorization %s (kind %s, outcome %s): journal %s', a.id, a.kind,
                       a.outcome, coalesce(a.journal_id::text, 'missing'))

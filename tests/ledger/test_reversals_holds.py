@@ -165,3 +165,22 @@ async def test_expired_holds_are_released(ledger: Ledger, clock: Clock) -> None:
     assert (await ledger.reverse(reversal(hold_key))).outcome is Outcome.ALREADY_REVERSED
     report = await ledger.verify()
     assert report.ok, report.render()
+
+
+async def test_reversing_a_spent_deposit_is_a_forced_debit_the_verifier_accepts(
+        ledger: Ledger) -> None:
+    # The deposit is credited, the cardholder withdraws it, then the deposit turns
+    # out never to have happened (0420 advice): the debit must be taken anyway.
+    card = await provision_card(ledger, 21, balance=1_000)
+    deposit_key = next_key()
+    deposit = await ledger.authorize(withdrawal(card, 5_000, key=deposit_key,
+                                                kind=OpKind.DEPOSIT))
+    assert (deposit.outcome, deposit.ledger_balance) == (Outcome.APPROVED, 6_000)
+    spent = await ledger.authorize(withdrawal(card, 6_000))
+    assert spent.outcome is Outcome.APPROVED
+    back = await ledger.reverse(reversal(deposit_key, advice=True))
+    assert (back.outcome, back.ledger_balance) == (Outcome.APPROVED, -5_000)
+    report = await ledger.verify()
+    assert report.ok, report.render()
+    # The shortfall is allowed only up to what was forced: a further debit is declined.
+    assert (await ledger.authorize(withdrawal(card, 1))).outcome is Outcome.INSUFFICIENT_FUNDS
