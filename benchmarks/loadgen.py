@@ -30,7 +30,7 @@ import contextlib
 import os
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -65,6 +65,7 @@ GO_TIMEOUT_S = 600.0              # how long a ready process waits for the paren
 REQUESTS_PER_CONNECTION_MAX = 50_000_000  # bound on every send loop
 YIELD_EVERY = 64                  # open loop: let responses in while catching up
 PROGRESS_EVERY = 32               # requests counted locally before the shared counter
+SWEEP_S = 0.1                     # how often each connection looks for timed-out requests
 RESPONSE_MTI = {"0200": "0210", "0420": "0430", "0800": "0810"}
 
 
@@ -122,7 +123,11 @@ class BenchConnection(asyncio.Protocol):
         self._profile = get_profile(profile)
         self._header = LengthHeader.BINARY2 if length_header == "binary2" else LengthHeader.ASCII4
         self._framer = Framer(self._header, tpdu=False, frame_bytes_max=FRAME_BYTES_MAX)
-        self._pending: dict[tuple[str, str], tuple[Callback, asyncio.TimerHandle]] = {}
+        self._pending: dict[tuple[str, str], Callback] = {}
+        # (deadline, key, callback) in send order: one sweep timer per connection
+        # instead of a timer per request (every request has the same timeout).
+        self._deadlines: deque[tuple[float, tuple[str, str], Callback]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
         # uvloop's transports are not asyncio.Transport subclasses: typed loosely.
         self._transport: Any = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -139,6 +144,18 @@ class BenchConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, key, callback = deadlines.popleft()
+            if self._pending.get(key) is callback:
+                del self._pending[key]
+                callback(None, "timeout", now)
+        if not self.closed.done():
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
     def data_received(self, data: bytes) -> None:
         self._framer.feed(data)
@@ -160,15 +177,15 @@ class BenchConnection(asyncio.Protocol):
         except DecodeError:
             self.undecodable += 1
             return
-        entry = self._pending.pop((msg.mti, msg.get(11) or ""), None)
-        if entry is None:
+        callback = self._pending.pop((msg.mti, msg.get(11) or ""), None)
+        if callback is None:
             self.unmatched += 1
             return
-        callback, timer = entry
-        timer.cancel()
         callback(msg, None, time.monotonic())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._fail_all("connection")
         if not self.closed.done():
             self.closed.set_result(None)
@@ -179,15 +196,10 @@ class BenchConnection(asyncio.Protocol):
 
     def _fail_all(self, kind: str) -> None:
         pending, self._pending = self._pending, {}
+        self._deadlines.clear()
         now = time.monotonic()
-        for callback, timer in pending.values():
-            timer.cancel()
+        for callback in pending.values():
             callback(None, kind, now)
-
-    def _expire(self, key: tuple[str, str]) -> None:
-        entry = self._pending.pop(key, None)
-        if entry is not None:
-            entry[0](None, "timeout", time.monotonic())
 
     def send(self, msg: IsoMessage, callback: Callback, timeout_s: float) -> None:
         if not self.alive:
@@ -196,8 +208,8 @@ class BenchConnection(asyncio.Protocol):
         assert self._transport is not None
         key = (RESPONSE_MTI[msg.mti], msg.get(11) or "")
         assert key not in self._pending, "STAN reused while in flight"
-        timer = asyncio.get_running_loop().call_later(timeout_s, self._expire, key)
-        self._pending[key] = (callback, timer)
+        self._pending[key] = callback
+        self._deadlines.append((time.monotonic() + timeout_s, key, callback))
         frame = encode_frame(encode(msg, self._profile), length_header=self._header,
                              frame_bytes_max=FRAME_BYTES_MAX)
         self._transport.write(frame)
@@ -215,6 +227,7 @@ class _CardWire:
     data: CardData
     pin_ok: str     # encrypted PIN blocks under this ATM's TPK (format 0 is deterministic)
     pin_wrong: str
+    checked: bool = False   # its fields passed the encoder's checks once
 
     def __repr__(self) -> str:
         return "_CardWire(<masked>)"
@@ -259,14 +272,25 @@ class AtmSession:
             dispensed = (original.amount // 2000) * 1000 if partial else None
             return b.reversal(original.request, dispensed=dispensed), None
         if op is Op.BALANCE:
-            return b.financial(card.data, processing="310000", amount=0, pin=None,
-                               extra={52: card.pin_ok}), None
+            return self._financial(card, "310000", 0, card.pin_ok), None
         amount = (INSUFFICIENT_AMOUNT if op is Op.INSUFFICIENT
                   else WITHDRAWAL_AMOUNTS[self.rng.randrange(len(WITHDRAWAL_AMOUNTS))])
         pin = card.pin_wrong if op is Op.WRONG_PIN else card.pin_ok
-        msg = b.financial(card.data, processing="010000", amount=amount, pin=None,
-                          extra={52: pin})
+        msg = self._financial(card, "010000", amount, pin)
         return msg, (Withdrawn(state.index, msg, amount) if op is Op.WITHDRAWAL else None)
+
+    def _financial(self, card: _CardWire, processing: str, amount: int,
+                   pin_block: str) -> IsoMessage:
+        """A 0200 as the ATM client builds it. The card's fields are checked by the
+        encoder once; what changes per request (STAN, times, RRN, processing code,
+        amount) is built in a fixed format, so later messages skip the checks."""
+        assert 0 <= amount < 10**12 and len(processing) == 6, (amount, processing)
+        fields = self.builder.financial_fields(card.data, processing=processing, amount=amount,
+                                               pin=None, extra={52: pin_block})
+        if not card.checked:
+            encode(IsoMessage("0200", fields), get_profile(self.spec.profile))
+            card.checked = True
+        return IsoMessage.checked_message("0200", fields)
 
 
 # -- recording -------------------------------------------------------------------

@@ -220,6 +220,14 @@ class AtmClient:
     def financial(self, card: CardData, *, processing: str, amount: int, pin: str | None,
                   mti: str = "0200", stan: str | None = None,
                   extra: Mapping[int, str] | None = None) -> IsoMessage:
+        return IsoMessage(mti, self.financial_fields(card, processing=processing, amount=amount,
+                                                     pin=pin, stan=stan, extra=extra))
+
+    def financial_fields(self, card: CardData, *, processing: str, amount: int,
+                         pin: str | None, stan: str | None = None,
+                         extra: Mapping[int, str] | None = None) -> dict[int, str]:
+        """The fields of :meth:`financial`, as a plain dict (for load generators that
+        check a card's fields once and then build many messages from them)."""
         fields = self._base(stan)
         fields.update({
             2: card.pan,
@@ -241,7 +249,7 @@ class AtmClient:
                                            self.config.pin_block_format).upper()
         if extra:
             fields.update(extra)
-        return IsoMessage(mti, fields)
+        return fields
 
     def withdrawal(self, card: CardData, amount: int, pin: str, *,
                    account: str = "00") -> IsoMessage:
