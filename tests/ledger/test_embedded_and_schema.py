@@ -8,12 +8,19 @@ from pathlib import Path
 
 import asyncpg
 import psycopg
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, pool
 
 from ledger.embedded import EmbeddedPostgres
-from ledger.migrations import head_revision, schema_is_current, sqlalchemy_url, upgrade
+from ledger.migrations import (
+    alembic_config,
+    head_revision,
+    schema_is_current,
+    sqlalchemy_url,
+    upgrade,
+)
 from ledger.schema import metadata
 
 
@@ -98,3 +105,27 @@ def test_migration_codes_match_the_enums() -> None:
         spec.loader.exec_module(module)
         assert module.OUTCOMES == {o.name: o.value for o in Outcome}
         assert module.OP_KINDS == {"TOMBSTONE": 0, **{k.name: k.value for k in OpKind}}
+
+
+_AUTHORIZE_SIGNATURE = (
+    "ledger_authorize(smallint, text, bytea, bigint, text, text, text, bigint, text, "
+    "bigint, text, text, integer, text, text, text, date, timestamptz)")
+
+
+def _authorize_definition(dsn: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure)",
+                           (_AUTHORIZE_SIGNATURE,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn: str) -> None:
+    merged = _authorize_definition(fresh_dsn)
+    assert "rrn_tombstones" in merged and "ledger_authorize_body" not in merged
+    cfg = alembic_config(fresh_dsn)
+    command.downgrade(cfg, "0005")
+    wrapper = _authorize_definition(fresh_dsn)
+    assert "rrn_tombstones" in wrapper and "ledger_authorize_body" in wrapper
+    upgrade(fresh_dsn)
+    assert _authorize_definition(fresh_dsn) == merged
