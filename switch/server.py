@@ -42,6 +42,7 @@ log = logging.getLogger("atm_switch.server")
 DECODE_ERRORS_MAX = 16
 DECODE_LOG_INTERVAL_S = 1.0  # at most one undecodable-message warning per second per process
 WRITE_BUFFER_HIGH_BYTES = 256 * 1024
+FRAMES_PER_TURN = 16  # frames one connection handles per pass of the event loop
 
 
 @dataclass
@@ -91,7 +92,8 @@ class Connection(asyncio.Protocol):
         self._frame_started: float | None = None  # first byte of an incomplete frame
         self._idle_handle: asyncio.TimerHandle | None = None
         self._closing = False
-        self._paused = False
+        self._paused = False   # reading paused: the peer does not read its answers
+        self._held = False     # reading paused: frames still buffered (fair share)
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -133,17 +135,38 @@ class Connection(asyncio.Protocol):
         # The peer does not read its answers: stop reading its requests.
         if self._transport is not None and not self._paused:
             self._paused = True
+            if not self._held:
+                self._transport.pause_reading()
+
+    def _hold_reading(self, hold: bool) -> None:
+        if self._transport is None or self._closing or hold == self._held:
+            return
+        self._held = hold
+        if self._paused:
+            return
+        if hold:
             self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
 
     def resume_writing(self) -> None:
         if self._transport is not None and self._paused:
             self._paused = False
-            self._transport.resume_reading()
+            if not self._held:
+                self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         self._last_activity = time.monotonic()
         self._framer.feed(data)
-        while not self._closing:
+        self._next_frames()
+
+    def _next_frames(self) -> None:
+        """Handle at most FRAMES_PER_TURN buffered frames, then let the other
+        connections have the event loop: a peer that sends thousands of frames
+        at once (a flood) cannot keep an ATM on another connection waiting."""
+        for _ in range(FRAMES_PER_TURN):
+            if self._closing:
+                return
             try:
                 frame = self._framer.next_frame()
             except EmptyFrame:
@@ -155,8 +178,13 @@ class Connection(asyncio.Protocol):
                 self._abort()
                 return
             if frame is None:
+                self._hold_reading(False)
                 break
             self._on_frame(frame.payload, frame.tpdu)
+        else:
+            # More may be buffered: stop reading this peer and go on at the next pass.
+            self._hold_reading(True)
+            asyncio.get_running_loop().call_soon(self._next_frames)
         # A frame must arrive whole within frame_timeout_s of its first byte, or a
         # sender trickling bytes would hold the connection forever (each byte
         # resets the idle timer).

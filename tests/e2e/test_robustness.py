@@ -144,3 +144,26 @@ async def test_client_timeout_raises_cleanly(switch_proc: SwitchProcess) -> None
     client = AtmClient(atm_config(), stan_start=next_stan_start())
     with pytest.raises(AtmError):
         await client.connect("127.0.0.1", 1, timeout_s=1.0)
+
+
+async def test_a_burst_of_frames_in_one_write_is_answered_whole(
+        switch_proc: SwitchProcess) -> None:
+    # Far more frames than one connection handles per pass of the event loop (the
+    # rest wait for the next pass, other connections go in between): every one
+    # is answered, and a connected ATM is served meanwhile.
+    client = AtmClient(atm_config(), stan_start=next_stan_start())
+    echoes = [client.network("301") for _ in range(50)]   # in-flight bound per connection: 64
+    reader, writer = await raw_connection(switch_proc)
+    try:
+        writer.write(b"".join(frame(encode(msg, ASCII)) for msg in echoes))
+        await writer.drain()
+        await echo_still_works(switch_proc)
+        stans = set()
+        for _ in echoes:
+            length = struct.unpack(">H", await asyncio.wait_for(reader.readexactly(2), 10))[0]
+            answer = decode(await asyncio.wait_for(reader.readexactly(length), 10), ASCII)
+            assert (answer.mti, answer.get(39)) == ("0810", "00")
+            stans.add(answer.get(11))
+    finally:
+        writer.close()
+    assert stans == {msg.get(11) for msg in echoes}
