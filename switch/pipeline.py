@@ -286,20 +286,6 @@ class Pipeline:
         # The HSM interface takes an absolute time.monotonic() deadline.
         return time.monotonic() + self._settings.hsm_timeout_s
 
-    def cached_mac_key(self, terminal_id: str | None) -> str | None:
-        """The wrapped TAK of a terminal that requires MACs, when the terminal is in
-        the cache (no database read: for answers given without processing, e.g. 91
-        when shedding load). None otherwise."""
-        record = self._terminals.get(terminal_id) if terminal_id else None
-        if record is None or not record.mac_required or not record.tak:
-            return None
-        return record.tak
-
-    async def sign_answer(self, answer: IsoMessage, mac_key: str,
-                          session: Session | None) -> IsoMessage:
-        """``answer`` with its MAC under the given wrapped TAK (unsigned on HSM failure)."""
-        return await self._signed(answer, Outcome_(Decision.SHED_LOAD, mac_key=mac_key), session)
-
     def invalidate_terminal(self, terminal_id: str) -> None:
         self._terminals.invalidate(terminal_id)
 

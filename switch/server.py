@@ -255,23 +255,6 @@ class Connection(asyncio.Protocol):
         except Exception:  # a message we cannot even answer is dropped, and counted
             self._state.metrics.decode_errors.labels(kind="unanswerable").inc()
             return
-        # A terminal that requires MACs drops an unsigned answer: sign the 91 when
-        # its key is at hand (terminal cached). No database read while shedding.
-        mac_key = self._state.pipeline.cached_mac_key(msg.fields.get(41))
-        if mac_key is None:
-            self._send(msg, answer, tpdu)
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._send_signed(msg, answer, tpdu, mac_key))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send_signed(self, msg: IsoMessage, answer: IsoMessage, tpdu: bytes | None,
-                           mac_key: str) -> None:
-        try:
-            answer = await self._state.pipeline.sign_answer(answer, mac_key, self._session)
-        except Exception:
-            log.exception("signing a shed answer failed; sending it unsigned")
         self._send(msg, answer, tpdu)
 
     async def _process(self, msg: IsoMessage, raw: bytes, tpdu: bytes | None) -> None:

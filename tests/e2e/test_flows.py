@@ -358,27 +358,6 @@ async def test_over_the_in_flight_bound_sheds_with_91(switch_proc: SwitchProcess
         await client.close()
 
 
-async def test_shed_answers_are_macd_for_a_terminal_that_requires_macs(
-        switch_proc: SwitchProcess) -> None:
-    from tests.e2e.harness import TAK
-
-    client = await connect(switch_proc, "ATM00003", port=switch_proc.ports["tight"])
-    try:
-        first = await client.send(client.with_mac(client.balance_inquiry(card(18), "1234"), TAK))
-        assert first.code == "00"   # the terminal is now known to this worker
-        requests = [client.with_mac(client.balance_inquiry(card(18), "1234"), TAK)
-                    for _ in range(10)]
-        results = await asyncio.gather(*(client.send(r) for r in requests))
-        shed = [r.response for r in results if r.code == "91"]
-        assert shed, "the connection's in-flight bound of 1 sheds some of them"
-        assert {r.code for r in results} <= {"00", "91"}
-        for answer in shed:
-            assert answer.get(64) is not None
-            assert client.with_mac(answer, TAK).get(64) == answer.get(64)
-    finally:
-        await client.close()
-
-
 async def test_many_concurrent_connections(switch_proc: SwitchProcess) -> None:
     clients = [AtmClient(atm_config(), stan_start=next_stan_start()) for _ in range(200)]
     await asyncio.gather(*(c.connect("127.0.0.1", switch_proc.port) for c in clients))
