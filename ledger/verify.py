@@ -68,17 +68,21 @@ _CHECKS: tuple[tuple[str, str, str], ...] = (
           FROM accounts a LEFT JOIN h ON h.account_id = a.id
          WHERE a.pending_debits <> coalesce(h.s, 0) OR a.pending_credits <> 0"""),
     # A reversed deposit is a forced debit: the money never came in, so the debit is
-    # taken even when the cardholder has already spent it. Only those debits may
-    # take an account below its rule, and by no more than their sum.
+    # taken even when the cardholder has already spent it. The allowance is what each
+    # such reversal actually took the account below its rule (its stored available
+    # balance after the debit), summed: not the deposits' amounts, so an overdraft
+    # that did not come from a forced debit is still reported. (A later approval
+    # that spends an allowance after a repayment would go unseen: the check sees
+    # totals, not the order of events.)
     ("available", "no cardholder available balance below its overdraft rule, "
-                  "beyond forced debits (reversed deposits)",
+                  "beyond what reversed deposits forced",
      """WITH forced AS (
-            SELECT p.account_id, sum(p.amount) AS amount
+            SELECT a.account_id, sum(-r.available_balance) AS amount
               FROM reversals r
               JOIN authorizations a ON a.id = r.original_auth_id AND a.kind = 3
-              JOIN postings p ON p.journal_id = r.journal_id AND p.amount > 0
-             GROUP BY p.account_id)
-        SELECT format('account %s: available %s (forced debits %s)', code,
+             WHERE r.outcome = 0 AND r.available_balance < 0
+             GROUP BY a.account_id)
+        SELECT format('account %s: available %s (forced %s)', code,
                       posted_credits - posted_debits - pending_debits + overdraft_limit,
                       coalesce(f.amount, 0))
           FROM accounts LEFT JOIN forced f ON f.account_id = accounts.id

@@ -184,3 +184,28 @@ async def test_reversing_a_spent_deposit_is_a_forced_debit_the_verifier_accepts(
     assert report.ok, report.render()
     # The shortfall is allowed only up to what was forced: a further debit is declined.
     assert (await ledger.authorize(withdrawal(card, 1))).outcome is Outcome.INSUFFICIENT_FUNDS
+
+
+async def test_a_reversed_deposit_that_forced_nothing_allows_no_overdraft(
+        ledger: Ledger) -> None:
+    # The allowance is what the reversal actually forced, not the deposit's amount:
+    # an account taken below its rule by anything else is still reported.
+    card = await provision_card(ledger, 22, balance=1_000)
+    deposit_key = next_key()
+    await ledger.authorize(withdrawal(card, 500, key=deposit_key, kind=OpKind.DEPOSIT))
+    back = await ledger.reverse(reversal(deposit_key, advice=True))
+    assert (back.outcome, back.ledger_balance) == (Outcome.APPROVED, 1_000)
+    assert (await ledger.verify()).ok
+    # Simulate a faulty posting past the rule (the hot path never makes one).
+    pool = ledger._pool
+    conn = await pool.acquire(timeout_s=5)
+    try:
+        await conn.execute(
+            """UPDATE accounts SET posted_debits = posted_debits + 1400
+                WHERE id = (SELECT account_id FROM authorizations WHERE card_id = $1
+                             AND kind = 3 LIMIT 1)""", card)
+    finally:
+        pool.release(conn)
+    report = await ledger.verify()
+    failed = {check.name for check in report.checks if not check.ok}
+    assert "available" in failed, report.render()
