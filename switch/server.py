@@ -124,6 +124,12 @@ class Connection(asyncio.Protocol):
         self._closing = True
         if self._idle_handle is not None:
             self._idle_handle.cancel()
+        if self._held:
+            # Frames read but held for a later pass are dropped with the connection,
+            # as if lost on the way: their answers could not be delivered, and the
+            # acquirer repeats what it did not get answered (advices included).
+            self._state.metrics.decode_errors.labels(kind="held_at_close").inc()
+            return
         try:
             self._framer.eof()
         except FramingError:
@@ -187,8 +193,9 @@ class Connection(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._next_frames)
         # A frame must arrive whole within frame_timeout_s of its first byte, or a
         # sender trickling bytes would hold the connection forever (each byte
-        # resets the idle timer).
-        if self._framer.pending_bytes:
+        # resets the idle timer). Frames held for the next pass are complete: the
+        # clock starts when only a partial frame is left.
+        if self._framer.pending_bytes and not self._held:
             if self._frame_started is None:
                 self._frame_started = self._last_activity
         else:
