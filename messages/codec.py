@@ -159,6 +159,12 @@ def _decode(data: bytes, profile: Profile) -> IsoMessage:
     for number in sorted(numbers - {1}):
         enc = doc_enc[str(number)]
         data_offset = offset + len(enc["len"])
+        if enc["len"] and not enc["len"].isdigit():
+            # pyiso8583 reads the prefix with int(), which takes "+5" or " 5".
+            first_error = first_error or DecodeError(
+                number, offset, "length prefix is not digits", mti=mti)
+            offset = data_offset + len(enc["data"])
+            continue
         try:
             fields[number] = _check_decoded(
                 FIELD_DEFS[number], doc_dec[str(number)], data_offset, mti

@@ -143,3 +143,15 @@ def test_fast_field_check_equals_the_detailed_rules(number: int, value: str) -> 
         and codec._valid_text(d.kind, value)
     )
     assert fast == detailed
+
+
+@pytest.mark.parametrize("prefix", [b"+5", b" 5", b"5 "])
+def test_a_length_prefix_must_be_digits(prefix: bytes) -> None:
+    # Field 32 (LLVAR) with a prefix int() would read as 5; the rest is well formed.
+    body = IsoMessage("0800", {11: "000001", 32: "12345", 70: "301"})
+    raw = encode(body, ASCII)
+    assert raw.count(b"0512345") == 1
+    damaged = raw.replace(b"0512345", prefix + b"12345")
+    with pytest.raises(DecodeError) as info:
+        decode(damaged, ASCII)
+    assert info.value.field == 32
