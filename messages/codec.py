@@ -235,16 +235,23 @@ _BITS_OF_BYTE: Final = tuple(
 )
 
 
+def _decoded_value(kind: FieldKind, value: str) -> str | None:
+    """A decoded value normalised (binary: upper-case hex), or None when its
+    characters break the field's kind. The one rule for both decode paths."""
+    if kind is FieldKind.BINARY:
+        return value.upper() if not len(value) % 2 and set(value) <= _HEX_ANY else None
+    return value if _valid_text(kind, value) else None
+
+
 def _check_decoded(d: FieldDef, value: str, offset: int, mti: str) -> str:
     """Check one decoded value against its kind; returns it normalised."""
+    normalised = _decoded_value(d.kind, value)
+    if normalised is not None:
+        return normalised
     if d.kind is FieldKind.BINARY:
-        if not set(value) <= _HEX_ANY or len(value) % 2:
-            raise DecodeError(d.number, offset, "binary field is not hexadecimal", mti=mti)
-        return value.upper()
-    if not _valid_text(d.kind, value):
-        reason = f"characters not allowed in a {_KIND_NAMES[d.kind]} field"
-        raise DecodeError(d.number, offset, reason, mti=mti)
-    return value
+        raise DecodeError(d.number, offset, "binary field is not hexadecimal", mti=mti)
+    reason = f"characters not allowed in a {_KIND_NAMES[d.kind]} field"
+    raise DecodeError(d.number, offset, reason, mti=mti)
 
 
 _KIND_NAMES: Final = {
@@ -370,7 +377,6 @@ def _compile_layout(binary: bool) -> _Layout:
 
 _LAYOUTS: Final = {False: _compile_layout(False), True: _compile_layout(True)}
 _HEX_BITMAP: Final = re.compile(rb"[0-9A-Fa-f]{16}")
-_HEX_TEXT: Final = re.compile(r"(?:[0-9A-Fa-f]{2})*")
 
 
 def _decode_compiled(data: bytes, layout: _Layout) -> IsoMessage | None:
@@ -436,19 +442,8 @@ def _decode_compiled(data: bytes, layout: _Layout) -> IsoMessage | None:
                 continue
             if not chunk.isascii():
                 return None
-            value = chunk.decode("ascii")
-            kind = wire.kind
-            if kind is FieldKind.NUMERIC:
-                if value and not value.isdigit():
-                    return None
-            elif kind is FieldKind.TEXT:
-                if not value.isprintable():
-                    return None
-            elif kind is FieldKind.BINARY:
-                if _HEX_TEXT.fullmatch(value) is None:
-                    return None
-                value = value.upper()
-            elif not set(value) <= _TRACK:
+            value = _decoded_value(wire.kind, chunk.decode("ascii"))
+            if value is None:
                 return None
             fields[number] = value
     if pos != size:
