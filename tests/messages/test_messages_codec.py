@@ -147,6 +147,14 @@ def test_error_for_length_prefix_above_maximum() -> None:
     assert (error.field, error.offset) == (2, 20)
 
 
+@pytest.mark.parametrize("prefix", [b"+5", b" 5", b"5 "])
+def test_error_for_length_prefix_that_is_not_digits(prefix: bytes) -> None:
+    # pyiso8583 reads a prefix with int(), which would take these as 5.
+    raw = encode(IsoMessage("0800", {11: "000001", 32: "12345", 70: "301"}), ASCII)
+    assert raw.count(b"0512345") == 1
+    assert _decode_error(raw.replace(b"0512345", prefix + b"12345")).field == 32
+
+
 def test_error_text_never_contains_field_values() -> None:
     raw = encode(SAMPLE, ASCII)
     for cut in range(len(raw)):

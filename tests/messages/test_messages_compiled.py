@@ -115,15 +115,6 @@ def test_unusual_input_is_left_to_pyiso8583(raw: bytes, why: str) -> None:
     assert fast is None or fast == slow, why
 
 
-def test_decode_errors_still_name_field_and_offset() -> None:
-    raw = encode(IsoMessage("0800", {7: "1124031500", 11: "000001", 70: "301"}), ASCII)
-    damaged = raw[:36] + b"X" + raw[37:]    # first digit of field 7
-    with pytest.raises(DecodeError) as info:
-        decode(damaged, ASCII)
-    assert info.value.field == 7
-    assert info.value.offset == 36
-
-
 def test_hand_built_messages_are_not_checked() -> None:
     msg = IsoMessage("0800", {11: "000001", 70: "301"})
     assert not msg.checked
@@ -143,15 +134,3 @@ def test_fast_field_check_equals_the_detailed_rules(number: int, value: str) -> 
         and codec._valid_text(d.kind, value)
     )
     assert fast == detailed
-
-
-@pytest.mark.parametrize("prefix", [b"+5", b" 5", b"5 "])
-def test_a_length_prefix_must_be_digits(prefix: bytes) -> None:
-    # Field 32 (LLVAR) with a prefix int() would read as 5; the rest is well formed.
-    body = IsoMessage("0800", {11: "000001", 32: "12345", 70: "301"})
-    raw = encode(body, ASCII)
-    assert raw.count(b"0512345") == 1
-    damaged = raw.replace(b"0512345", prefix + b"12345")
-    with pytest.raises(DecodeError) as info:
-        decode(damaged, ASCII)
-    assert info.value.field == 32
