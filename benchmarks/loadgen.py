@@ -287,8 +287,9 @@ class AtmSession:
         assert 0 <= amount < 10**12 and len(processing) == 6, (amount, processing)
         fields = self.builder.financial_fields(card.data, processing=processing, amount=amount,
                                                pin=None, extra={52: pin_block})
-        if not card.checked:
-            encode(IsoMessage("0200", fields), get_profile(self.spec.profile))
+        if not card.checked:   # with either PIN block this card sends
+            for block in (card.pin_ok, card.pin_wrong):
+                encode(IsoMessage("0200", {**fields, 52: block}), get_profile(self.spec.profile))
             card.checked = True
         return IsoMessage.checked_message("0200", fields)
 
