@@ -12,12 +12,13 @@ translated here and never escape.
 
 Two paths, one result. Every message is first read by a compiled layout of
 the profile's field table (one pass, no per-field dispatch); that is the hot
-path, about five times cheaper than pyiso8583's generic decoder, which cost a
-quarter of the switch's CPU per authorization. Anything the compiled reader
-does not find perfectly well-formed goes to pyiso8583, which decodes it or
-reports the exact field, offset and reason. Encoding is compiled the same
-way. The tests hold both paths to byte-identical results against pyiso8583
-on generated and mutated messages, so pyiso8583 stays the reference.
+path, about 3.5 times cheaper than pyiso8583's generic decoder (21 against 77 µs
+for a typical 0200), which cost a quarter of the switch's CPU per authorization.
+Anything the compiled reader does not find perfectly well-formed goes to
+pyiso8583, which decodes it or reports the exact field, offset and reason.
+Encoding is compiled the same way. The tests hold both paths to byte-identical
+results against pyiso8583 on generated and mutated messages, so pyiso8583
+stays the reference.
 
 A message that came out of :func:`decode` (or :func:`messages.views.respond`)
 is marked ``checked``: every field is known to match its format, so the views
