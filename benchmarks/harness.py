@@ -48,7 +48,15 @@ from typing import Any
 from benchmarks import report
 from benchmarks.loadgen import LoadSpec, merge_results, process_main
 from benchmarks.pgbench import Pgbench, PgbenchError
-from benchmarks.probes import CpuProbe, counter_delta, cpu_delta, postmaster_pid, scrape
+from benchmarks.probes import (
+    COUNTERS,
+    CpuProbe,
+    counter_delta,
+    cpu_delta,
+    histogram_means,
+    postmaster_pid,
+    scrape,
+)
 from benchmarks.workload import Dataset, Mix
 
 REPO = Path(__file__).resolve().parent.parent
@@ -418,7 +426,10 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "unexpected_codes": merged["unexpected"],
         "ledger_retries": None if counters is None
         else counters["atm_switch_ledger_retries_total"],
-        "switch_counters": counters,
+        "switch_counters": None if counters is None
+        else {k: v for k, v in counters.items() if k in COUNTERS},
+        # Mean ms per pipeline stage and mean operations per group commit, in the window.
+        "switch_means": histogram_means(counters),
         "switch_cpu_s": cpu.get("switch"), "postgres_cpu_s": cpu.get("postgres"),
         "loadgen_cpu_s": round(merged["loadgen_cpu_s"], 3),
         "machine_busy_cpu_s": cpu.get("machine_busy"),
@@ -499,6 +510,8 @@ def _say(ph: dict[str, Any]) -> None:
     print(f"{'':>18}   {ph['auth_tps']:,.0f} auth/s  p50 {lat['p50_ms']:.2f} ms  "
           f"p99 {lat['p99_ms']:.2f} ms  p99.9 {lat['p999_ms']:.2f} ms  errors {ph['errors']}"
           f"  retries {ph['ledger_retries']}", file=sys.stderr)
+    if stages := report.stage_line(ph.get("switch_means")):
+        print(f"{'':>18}   in the switch: {stages}", file=sys.stderr)
 
 
 # -- the run ---------------------------------------------------------------------------

@@ -21,17 +21,48 @@ COUNTERS = (
     "atm_switch_decode_errors_total",
     "atm_switch_hsm_errors_total",
 )
+# Histograms whose mean over a window the report shows, per label value (stage) or whole.
+STAGE_HISTOGRAM = "atm_switch_authorization_duration_seconds"
+BATCH_HISTOGRAM = "atm_switch_ledger_batch_operations"
 
 
 def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, float]:
-    """Sum of every sample of each named counter (absent counters are 0)."""
+    """Sum of every sample of each named counter (absent counters are 0).
+
+    Also the `_sum` and `_count` of the stage and batch histograms, keyed
+    `<histogram>_sum[:stage]` / `<histogram>_count[:stage]`, for `histogram_means`.
+    """
     wanted = set(names)
     totals = dict.fromkeys(wanted, 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in wanted:
                 totals[sample.name] += sample.value
+            elif family.name in (STAGE_HISTOGRAM, BATCH_HISTOGRAM) and (
+                    sample.name.endswith("_sum") or sample.name.endswith("_count")):
+                stage = sample.labels.get("stage")
+                key = f"{sample.name}:{stage}" if stage else sample.name
+                totals[key] = totals.get(key, 0.0) + sample.value
     return totals
+
+
+def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
+    """From a counter delta: mean milliseconds per pipeline stage (`stage_ms`) and
+    mean operations per group-commit batch (`batch_operations`) over the window."""
+    if delta is None:
+        return None
+    means: dict[str, float] = {}
+    for key, total in delta.items():
+        name, _, stage = key.partition(":")
+        if name == f"{STAGE_HISTOGRAM}_sum" and stage:
+            count = delta.get(f"{STAGE_HISTOGRAM}_count:{stage}", 0.0)
+            if count > 0:
+                means[f"stage_ms:{stage}"] = round(total * 1000.0 / count, 3)
+        elif name == f"{BATCH_HISTOGRAM}_sum":
+            count = delta.get(f"{BATCH_HISTOGRAM}_count", 0.0)
+            if count > 0:
+                means["batch_operations"] = round(total / count, 2)
+    return means
 
 
 def scrape(url: str | None) -> dict[str, float] | None:

@@ -9,7 +9,7 @@ import pytest
 from benchmarks import report
 from benchmarks.loadgen import Recorder, decode_histogram, encode_histogram, merge_results
 from benchmarks.pgbench import PgbenchError, parse_output
-from benchmarks.probes import counter_delta, parse_counters
+from benchmarks.probes import counter_delta, histogram_means, parse_counters
 from benchmarks.workload import (
     EXPECTED_CODE,
     Dataset,
@@ -121,6 +121,31 @@ def test_metrics_counters_parse_and_delta() -> None:
     delta = counter_delta(counters, later)
     assert delta is not None and delta["atm_switch_ledger_retries_total"] == 6.0
     assert counter_delta(None, later) is None
+
+
+def test_stage_and_batch_means_from_histograms() -> None:
+    def page(pin_sum: float, pin_count: int, batch_sum: float, batches: int) -> str:
+        return (
+            "# HELP atm_switch_authorization_duration_seconds Stages.\n"
+            "# TYPE atm_switch_authorization_duration_seconds histogram\n"
+            'atm_switch_authorization_duration_seconds_bucket{stage="pin",le="+Inf"} '
+            f"{pin_count}\n"
+            f'atm_switch_authorization_duration_seconds_count{{stage="pin"}} {pin_count}\n'
+            f'atm_switch_authorization_duration_seconds_sum{{stage="pin"}} {pin_sum}\n'
+            'atm_switch_authorization_duration_seconds_count{stage="mac"} 0\n'
+            'atm_switch_authorization_duration_seconds_sum{stage="mac"} 0\n'
+            "# HELP atm_switch_ledger_batch_operations Batches.\n"
+            "# TYPE atm_switch_ledger_batch_operations histogram\n"
+            f"atm_switch_ledger_batch_operations_count {batches}\n"
+            f"atm_switch_ledger_batch_operations_sum {batch_sum}\n")
+
+    before = parse_counters(page(1.0, 100, 50.0, 20))
+    after = parse_counters(page(1.5, 300, 400.0, 120))
+    means = histogram_means(counter_delta(before, after))
+    # 0.5 s over 200 PIN checks; 350 operations over 100 batches; no MAC checked: no mean.
+    assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5}
+    assert report.stage_line(means) == "pin 2.5 ms; 3.5 operations per group commit"
+    assert histogram_means(None) is None
 
 
 def test_recorder_window_and_merge() -> None:
