@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -29,6 +30,21 @@ from switch.pipeline import Pipeline, PipelineSettings
 from switch.server import ServerState, SwitchServer
 
 log = logging.getLogger("atm_switch.app")
+
+
+def _freeze_startup_heap() -> None:
+    """Take what start-up left alive (modules, classes, functions, SQLAlchemy and
+    asyncpg internals: ~100,000 objects) out of the cyclic collector's reach.
+
+    A full (generation 2) collection stops the event loop for as long as it
+    scans every tracked object; with the start-up heap in it, that was 20-98 ms
+    on the 2-core machine, every few seconds under load, and it was the
+    benchmark's p99.9. Frozen objects are still freed by reference counting; a
+    reference cycle among them is never reclaimed, so only start-up's survivors
+    (which live as long as the process) are frozen, once.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -137,6 +153,7 @@ class SwitchApp:
         for host, port in self.bound:
             log.info("listening for ATMs on %s:%d", host, port)
         log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
+        _freeze_startup_heap()
         loop = asyncio.get_running_loop()
         if self.worker_index != 0:
             return  # background jobs run in one worker only

@@ -40,6 +40,7 @@ from ledger.model import (
     OpKind,
     OriginalRef,
     Outcome,
+    PackedCard,
     PinCheck,
     Result,
     ReversalOp,
@@ -189,7 +190,7 @@ class Pipeline:
         self._settings = settings
         self._terminals: TtlCache[str, TerminalRecord] = TtlCache(
             settings.cache_ttl_s, 100_000)
-        self._cards: TtlCache[str, CardRecord] = TtlCache(
+        self._cards: TtlCache[str, PackedCard] = TtlCache(
             settings.card_cache_ttl_s, settings.cache_entries_max)
         self._keys: TtlCache[str, WrappedKey] = TtlCache(3600.0, 100_000)
         # Label children resolved once: labels() costs a locked dict lookup per call.
@@ -268,11 +269,12 @@ class Pipeline:
         cached: a decline for status is always decided on a fresh read, and the
         ledger function rechecks an active card's status and counts its PIN tries
         itself, so a cached active card can be kept for longer."""
-        record = self._cards.get(pan)
-        if record is None:
-            record = await self._ledger.card_by_pan(pan)
-            if record is not None and record.status == "active":
-                self._cards.put(pan, record)
+        cached = self._cards.get(pan)
+        if cached is not None:
+            return CardRecord.unpacked(cached)
+        record = await self._ledger.card_by_pan(pan)
+        if record is not None and record.status == "active":
+            self._cards.put(pan, record.packed())
         return record
 
     def _key(self, text: str) -> WrappedKey:
