@@ -445,6 +445,8 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
                          for us in merged["per_second_max_us"][: int(duration) + 1]],
         "signon": merged["signon"], "connections": sum(r["connections"] for r in ready),
         "substituted_ops": merged["substituted"], "card_collisions": merged["card_collisions"],
+        # The load generator's own collector pauses (latency the switch did not cause).
+        "loadgen_gc": merged["loadgen_gc"],
     }
 
 
@@ -512,6 +514,9 @@ def _say(ph: dict[str, Any]) -> None:
           f"  retries {ph['ledger_retries']}", file=sys.stderr)
     if stages := report.stage_line(ph.get("switch_means")):
         print(f"{'':>18}   in the switch: {stages}", file=sys.stderr)
+    if gc_pauses := ph.get("loadgen_gc"):
+        print(f"{'':>18}   load generator: {gc_pauses['collections']} GC pauses, longest "
+              f"{gc_pauses['pause_max_ms']:.1f} ms", file=sys.stderr)
 
 
 # -- the run ---------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import time
@@ -123,10 +124,15 @@ class BenchConnection(asyncio.Protocol):
         self._profile = get_profile(profile)
         self._header = LengthHeader.BINARY2 if length_header == "binary2" else LengthHeader.ASCII4
         self._framer = Framer(self._header, tpdu=False, frame_bytes_max=FRAME_BYTES_MAX)
-        self._pending: dict[tuple[str, str], Callback] = {}
-        # (deadline, key, callback) in send order: one sweep timer per connection
-        # instead of a timer per request (every request has the same timeout).
-        self._deadlines: deque[tuple[float, tuple[str, str], Callback]] = deque()
+        # In flight: response key -> (send number, callback).
+        self._pending: dict[tuple[str, str], tuple[int, Callback]] = {}
+        self._sent = 0
+        # (deadline, key, send number) in send order: one sweep timer per connection
+        # instead of a timer per request (every request has the same timeout). Plain
+        # values only: an entry outlives its answer by the whole timeout, and holding
+        # the callback (and through it the request, its future and the response) made
+        # the collector's full passes long pauses of the load generator.
+        self._deadlines: deque[tuple[float, tuple[str, str], int]] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
         # uvloop's transports are not asyncio.Transport subclasses: typed loosely.
         self._transport: Any = None
@@ -150,10 +156,11 @@ class BenchConnection(asyncio.Protocol):
         now = time.monotonic()
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            _, key, callback = deadlines.popleft()
-            if self._pending.get(key) is callback:
+            _, key, number = deadlines.popleft()
+            entry = self._pending.get(key)
+            if entry is not None and entry[0] == number:
                 del self._pending[key]
-                callback(None, "timeout", now)
+                entry[1](None, "timeout", now)
         if not self.closed.done():
             self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
@@ -177,11 +184,11 @@ class BenchConnection(asyncio.Protocol):
         except DecodeError:
             self.undecodable += 1
             return
-        callback = self._pending.pop((msg.mti, msg.get(11) or ""), None)
-        if callback is None:
+        entry = self._pending.pop((msg.mti, msg.get(11) or ""), None)
+        if entry is None:
             self.unmatched += 1
             return
-        callback(msg, None, time.monotonic())
+        entry[1](msg, None, time.monotonic())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._sweeper is not None:
@@ -198,7 +205,7 @@ class BenchConnection(asyncio.Protocol):
         pending, self._pending = self._pending, {}
         self._deadlines.clear()
         now = time.monotonic()
-        for callback in pending.values():
+        for _, callback in pending.values():
             callback(None, kind, now)
 
     def send(self, msg: IsoMessage, callback: Callback, timeout_s: float) -> None:
@@ -208,8 +215,9 @@ class BenchConnection(asyncio.Protocol):
         assert self._transport is not None
         key = (RESPONSE_MTI[msg.mti], msg.get(11) or "")
         assert key not in self._pending, "STAN reused while in flight"
-        self._pending[key] = callback
-        self._deadlines.append((time.monotonic() + timeout_s, key, callback))
+        self._sent += 1
+        self._pending[key] = (self._sent, callback)
+        self._deadlines.append((time.monotonic() + timeout_s, key, self._sent))
         frame = encode_frame(encode(msg, self._profile), length_header=self._header,
                              frame_bytes_max=FRAME_BYTES_MAX)
         self._transport.write(frame)
@@ -483,6 +491,37 @@ async def _sign_on(session: AtmSession, timeout_s: float) -> str:
     return await fut
 
 
+class GcPauses:
+    """Times this process's cyclic garbage collections (a pause of the load
+    generator is latency the switch did not cause: reported, so it can be told apart)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_s = 0.0
+        self.max_s = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._note)
+
+    def _note(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.count += 1
+        self.total_s += pause
+        self.max_s = max(self.max_s, pause)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"collections": self.count, "pause_total_ms": round(self.total_s * 1000, 3),
+                "pause_max_ms": round(self.max_s * 1000, 3)}
+
+
 async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any]:
     rng = random.Random(spec.seed)
     sessions = [AtmSession(atm, cards, spec.mix, random.Random(rng.random()), spec)
@@ -494,6 +533,10 @@ async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any
             connect_errors += 1
     live = [s for s in sessions if s.conn is not None]
     signons = Counter(await asyncio.gather(*(_sign_on(s, spec.timeout_s) for s in live)))
+    # Everything built so far lives for the whole run: out of the cycle collector's
+    # reach, so its full collections stay short (as in the switch, switch.app).
+    gc.collect()
+    gc.freeze()
     pipe.send(("ready", {"connections": len(live), "connect_errors": connect_errors,
                          "signon": dict(signons)}))
     if not await asyncio.to_thread(pipe.poll, GO_TIMEOUT_S):
@@ -506,10 +549,11 @@ async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any
     await asyncio.sleep(max(0.0, t_begin - time.monotonic()))
     cpu: dict[str, float] = {}
     cpu_task = asyncio.get_running_loop().create_task(_cpu_marks(t_measure, t_end, cpu))
-    if spec.mode == "closed":
-        await asyncio.gather(*(_closed_worker(s, rec, spec.timeout_s) for s in live))
-    else:
-        await _open_scheduler(live, rec, spec, t_begin)
+    with GcPauses() as pauses:
+        if spec.mode == "closed":
+            await asyncio.gather(*(_closed_worker(s, rec, spec.timeout_s) for s in live))
+        else:
+            await _open_scheduler(live, rec, spec, t_begin)
     await asyncio.gather(*(_clear_wrong_pins(s, rec, spec.timeout_s) for s in live))
     if not cpu_task.done():  # the loops ended early (connections lost): no CPU figure
         cpu_task.cancel()
@@ -526,6 +570,7 @@ async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any
     result["substituted"] = sum(s.chooser.substituted for s in sessions)
     result["card_collisions"] = sum(s.chooser.collisions for s in sessions)
     result["signon"] = dict(signons)
+    result["loadgen_gc"] = pauses.as_dict()
     return result
 
 
@@ -568,7 +613,11 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {"completed": 0, "loadgen_cpu_s": 0.0, "substituted": 0,
                               "card_collisions": 0}
     signon: Counter[str] = Counter()
+    gc_pauses = {"collections": 0, "pause_total_ms": 0.0, "pause_max_ms": 0.0}
     for r in results:
+        for key, value in r.get("loadgen_gc", {}).items():
+            gc_pauses[key] = (max(gc_pauses[key], value) if key == "pause_max_ms"
+                              else gc_pauses[key] + value)
         hist.add(decode_histogram(r["hist"]))
         for op, text in r["op_hists"].items():
             op_hists.setdefault(op, new_histogram()).add(decode_histogram(text))
@@ -588,6 +637,6 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged.update(hist=hist, op_hists=op_hists, codes={k: dict(v) for k, v in codes.items()},
                   errors=dict(errors), unexpected=dict(unexpected), per_second=per_second,
                   per_second_max_us=per_second_max_us,
-                  signon=dict(signon))
+                  signon=dict(signon), loadgen_gc=gc_pauses)
     return merged
 

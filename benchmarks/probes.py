@@ -24,13 +24,16 @@ COUNTERS = (
 # Histograms whose mean over a window the report shows, per label value (stage) or whole.
 STAGE_HISTOGRAM = "atm_switch_authorization_duration_seconds"
 BATCH_HISTOGRAM = "atm_switch_ledger_batch_operations"
+GC_HISTOGRAM = "atm_switch_gc_pause_seconds"
+_HISTOGRAMS = (STAGE_HISTOGRAM, BATCH_HISTOGRAM, GC_HISTOGRAM)
 
 
 def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, float]:
     """Sum of every sample of each named counter (absent counters are 0).
 
-    Also the `_sum` and `_count` of the stage and batch histograms, keyed
-    `<histogram>_sum[:stage]` / `<histogram>_count[:stage]`, for `histogram_means`.
+    Also the `_sum` and `_count` of the stage, batch and GC-pause histograms, keyed
+    `<histogram>_sum[:label]` / `<histogram>_count[:label]` (label: the stage or the
+    GC generation), for `histogram_means`.
     """
     wanted = set(names)
     totals = dict.fromkeys(wanted, 0.0)
@@ -38,17 +41,19 @@ def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, floa
         for sample in family.samples:
             if sample.name in wanted:
                 totals[sample.name] += sample.value
-            elif family.name in (STAGE_HISTOGRAM, BATCH_HISTOGRAM) and (
+            elif family.name in _HISTOGRAMS and (
                     sample.name.endswith("_sum") or sample.name.endswith("_count")):
-                stage = sample.labels.get("stage")
-                key = f"{sample.name}:{stage}" if stage else sample.name
+                label = sample.labels.get("stage") or sample.labels.get("generation")
+                key = f"{sample.name}:{label}" if label else sample.name
                 totals[key] = totals.get(key, 0.0) + sample.value
     return totals
 
 
 def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
-    """From a counter delta: mean milliseconds per pipeline stage (`stage_ms`) and
-    mean operations per group-commit batch (`batch_operations`) over the window."""
+    """From a counter delta: mean milliseconds per pipeline stage (`stage_ms`), mean
+    operations per group-commit batch (`batch_operations`) and the switch's full
+    (generation 2) garbage collections with their mean pause (`gc_full`,
+    `gc_full_pause_ms`) over the window."""
     if delta is None:
         return None
     means: dict[str, float] = {}
@@ -62,6 +67,11 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
             count = delta.get(f"{BATCH_HISTOGRAM}_count", 0.0)
             if count > 0:
                 means["batch_operations"] = round(total / count, 2)
+        elif name == f"{GC_HISTOGRAM}_sum" and stage == "2":
+            count = delta.get(f"{GC_HISTOGRAM}_count:2", 0.0)
+            means["gc_full"] = count
+            if count > 0:
+                means["gc_full_pause_ms"] = round(total * 1000.0 / count, 3)
     return means
 
 

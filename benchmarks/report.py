@@ -159,6 +159,10 @@ def stage_line(means: dict[str, float] | None) -> str:
     text = " · ".join(parts) + " ms" if parts else ""
     if "batch_operations" in means:
         text += f"; {means['batch_operations']:.1f} operations per group commit"
+    if "gc_full" in means:
+        text += f"; {means['gc_full']:.0f} full GC"
+        if means["gc_full"]:
+            text += f" of {means['gc_full_pause_ms']:.1f} ms mean"
     return text
 
 

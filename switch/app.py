@@ -25,7 +25,7 @@ from ledger.migrations import schema_is_current, upgrade
 from ledger.store import Ledger
 from switch.config import SwitchConfig
 from switch.keys import Secrets, load_secrets, warn_if_demo
-from switch.metrics import Metrics
+from switch.metrics import GcPauseWatch, Metrics
 from switch.pipeline import Pipeline, PipelineSettings
 from switch.server import ServerState, SwitchServer
 
@@ -118,6 +118,7 @@ class SwitchApp:
     _server: SwitchServer | None = None
     _http: object | None = None
     _jobs: list[asyncio.Task[None]] = field(default_factory=list)
+    _gc_watch: GcPauseWatch | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, db: Database | None = None) -> None:
@@ -154,6 +155,8 @@ class SwitchApp:
             log.info("listening for ATMs on %s:%d", host, port)
         log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
         _freeze_startup_heap()
+        self._gc_watch = GcPauseWatch(self.metrics)
+        self._gc_watch.install()
         loop = asyncio.get_running_loop()
         if self.worker_index != 0:
             return  # background jobs run in one worker only
@@ -194,6 +197,8 @@ class SwitchApp:
         await self.stop()
 
     async def stop(self) -> None:
+        if self._gc_watch is not None:
+            self._gc_watch.remove()
         if self._server is not None:
             await self._server.shutdown(self.config.shutdown_grace_s)
         for job in self._jobs:

@@ -7,7 +7,10 @@ PAN, card or per-terminal identifier.
 
 from __future__ import annotations
 
+import gc
 import os
+import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +25,8 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.
                      0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+
+GC_PAUSE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5)
 
 STAGES = ("decode", "terminal", "card", "mac", "pin", "ledger", "encode", "total")
 
@@ -81,6 +86,11 @@ class Metrics:
         self.replays = Counter(
             "atm_switch_replays_total",
             "Repeats answered with the stored response of the original.", registry=r)
+        self.gc_pauses = Histogram(
+            "atm_switch_gc_pause_seconds",
+            "Collections of Python's cyclic garbage collector, by generation: the event "
+            "loop stands still for each one.",
+            ["generation"], buckets=GC_PAUSE_BUCKETS_S, registry=r)
         self.network = Counter(
             "atm_switch_network_management_total", "0800 messages by function (field 70).",
             ["function"], registry=r)
@@ -91,3 +101,26 @@ class Metrics:
             multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
             return generate_latest(combined)
         return generate_latest(self.registry)
+
+
+class GcPauseWatch:
+    """Feeds ``Metrics.gc_pauses`` from ``gc.callbacks`` while installed (one per process)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._children = {g: metrics.gc_pauses.labels(generation=str(g)) for g in (0, 1, 2)}
+        self._started = 0.0
+
+    def install(self) -> None:
+        if self._note not in gc.callbacks:
+            gc.callbacks.append(self._note)
+
+    def remove(self) -> None:
+        if self._note in gc.callbacks:
+            gc.callbacks.remove(self._note)
+
+    def _note(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self._children[info["generation"]].observe(time.perf_counter() - self._started)
+

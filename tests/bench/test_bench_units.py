@@ -124,7 +124,8 @@ def test_metrics_counters_parse_and_delta() -> None:
 
 
 def test_stage_and_batch_means_from_histograms() -> None:
-    def page(pin_sum: float, pin_count: int, batch_sum: float, batches: int) -> str:
+    def page(pin_sum: float, pin_count: int, batch_sum: float, batches: int,
+             full_gcs: int = 0, full_gc_s: float = 0.0) -> str:
         return (
             "# HELP atm_switch_authorization_duration_seconds Stages.\n"
             "# TYPE atm_switch_authorization_duration_seconds histogram\n"
@@ -137,14 +138,26 @@ def test_stage_and_batch_means_from_histograms() -> None:
             "# HELP atm_switch_ledger_batch_operations Batches.\n"
             "# TYPE atm_switch_ledger_batch_operations histogram\n"
             f"atm_switch_ledger_batch_operations_count {batches}\n"
-            f"atm_switch_ledger_batch_operations_sum {batch_sum}\n")
+            f"atm_switch_ledger_batch_operations_sum {batch_sum}\n"
+            "# HELP atm_switch_gc_pause_seconds GC.\n"
+            "# TYPE atm_switch_gc_pause_seconds histogram\n"
+            'atm_switch_gc_pause_seconds_count{generation="0"} 900\n'
+            'atm_switch_gc_pause_seconds_sum{generation="0"} 0.2\n'
+            f'atm_switch_gc_pause_seconds_count{{generation="2"}} {full_gcs}\n'
+            f'atm_switch_gc_pause_seconds_sum{{generation="2"}} {full_gc_s}\n')
 
-    before = parse_counters(page(1.0, 100, 50.0, 20))
-    after = parse_counters(page(1.5, 300, 400.0, 120))
+    before = parse_counters(page(1.0, 100, 50.0, 20, 1, 0.5))
+    after = parse_counters(page(1.5, 300, 400.0, 120, 1, 0.5))
     means = histogram_means(counter_delta(before, after))
-    # 0.5 s over 200 PIN checks; 350 operations over 100 batches; no MAC checked: no mean.
-    assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5}
-    assert report.stage_line(means) == "pin 2.5 ms; 3.5 operations per group commit"
+    # 0.5 s over 200 PIN checks; 350 operations over 100 batches; no MAC checked: no
+    # mean; no full collection in the window.
+    assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "gc_full": 0.0}
+    assert report.stage_line(means) == ("pin 2.5 ms; 3.5 operations per group commit; "
+                                        "0 full GC")
+    later = parse_counters(page(1.5, 300, 400.0, 120, 3, 0.506))
+    means = histogram_means(counter_delta(after, later))
+    assert means is not None and means["gc_full"] == 2 and means["gc_full_pause_ms"] == 3.0
+    assert report.stage_line(means).endswith("; 2 full GC of 3.0 ms mean")
     assert histogram_means(None) is None
 
 
@@ -160,8 +173,13 @@ def test_recorder_window_and_merge() -> None:
     assert result["completed"] == 3
     assert result["errors"] == {"unexpected_code": 1, "timeout": 1}
     assert result["unexpected"] == {"wrong_pin:00": 1}
-    merged = merge_results([result, result])
+    result["loadgen_gc"] = {"collections": 4, "pause_total_ms": 2.0, "pause_max_ms": 1.5}
+    other = dict(result, loadgen_gc={"collections": 1, "pause_total_ms": 3.0,
+                                     "pause_max_ms": 3.0})
+    merged = merge_results([result, other])
     assert merged["completed"] == 6 and merged["errors"]["timeout"] == 2
+    assert merged["loadgen_gc"] == {"collections": 5, "pause_total_ms": 5.0,
+                                    "pause_max_ms": 3.0}
     assert merged["hist"].get_total_count() == 6
     summary = report.latency_summary(merged["hist"])
     assert 3.9 <= summary["p50_ms"] <= 4.1 and 9.9 <= summary["max_ms"] <= 10.1
