@@ -3,6 +3,7 @@ counters and the CPU time of the switch and PostgreSQL processes."""
 
 from __future__ import annotations
 
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -46,6 +47,10 @@ def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, floa
                 label = sample.labels.get("stage") or sample.labels.get("generation")
                 key = f"{sample.name}:{label}" if label else sample.name
                 totals[key] = totals.get(key, 0.0) + sample.value
+            elif (family.name == STAGE_HISTOGRAM and sample.name.endswith("_bucket")
+                    and sample.labels.get("stage") == "total"):
+                key = f"{sample.name}:total:{sample.labels['le']}"
+                totals[key] = totals.get(key, 0.0) + sample.value
     return totals
 
 
@@ -57,6 +62,8 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
     if delta is None:
         return None
     means: dict[str, float] = {}
+    if (p99 := _total_p99_bound_ms(delta)) is not None:
+        means["total_p99_le_ms"] = p99
     for key, total in delta.items():
         name, _, stage = key.partition(":")
         if name == f"{STAGE_HISTOGRAM}_sum" and stage:
@@ -73,6 +80,19 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
             if count > 0:
                 means["gc_full_pause_ms"] = round(total * 1000.0 / count, 3)
     return means
+
+
+def _total_p99_bound_ms(delta: dict[str, float]) -> float | None:
+    """The upper bound of the bucket holding the 99th percentile of the switch's
+    whole-request time over the window (the histogram's resolution, no finer)."""
+    prefix = f"{STAGE_HISTOGRAM}_bucket:total:"
+    buckets = sorted((float(key[len(prefix):]), count) for key, count in delta.items()
+                     if key.startswith(prefix))
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    wanted = 0.99 * buckets[-1][1]
+    bound = next(le for le, cumulative in buckets if cumulative >= wanted)
+    return bound * 1000.0 if math.isfinite(bound) else None
 
 
 def scrape(url: str | None) -> dict[str, float] | None:

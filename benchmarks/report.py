@@ -157,6 +157,8 @@ def stage_line(means: dict[str, float] | None) -> str:
     parts = [f"{key.partition(':')[2]} {value:.3g}" for key, value in means.items()
              if key.startswith("stage_ms:")]
     text = " · ".join(parts) + " ms" if parts else ""
+    if "total_p99_le_ms" in means:
+        text += f"; p99 of total <= {means['total_p99_le_ms']:g} ms"
     if "batch_operations" in means:
         text += f"; {means['batch_operations']:.1f} operations per group commit"
     if "gc_full" in means:

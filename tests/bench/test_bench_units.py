@@ -135,6 +135,15 @@ def test_stage_and_batch_means_from_histograms() -> None:
             f'atm_switch_authorization_duration_seconds_sum{{stage="pin"}} {pin_sum}\n'
             'atm_switch_authorization_duration_seconds_count{stage="mac"} 0\n'
             'atm_switch_authorization_duration_seconds_sum{stage="mac"} 0\n'
+            # Whole-request time: cumulative buckets (le in seconds).
+            'atm_switch_authorization_duration_seconds_bucket{stage="total",le="0.005"} '
+            f"{pin_count // 2}\n"
+            'atm_switch_authorization_duration_seconds_bucket{stage="total",le="0.01"} '
+            f"{pin_count - 1}\n"
+            'atm_switch_authorization_duration_seconds_bucket{stage="total",le="0.05"} '
+            f"{pin_count}\n"
+            'atm_switch_authorization_duration_seconds_bucket{stage="total",le="+Inf"} '
+            f"{pin_count}\n"
             "# HELP atm_switch_ledger_batch_operations Batches.\n"
             "# TYPE atm_switch_ledger_batch_operations histogram\n"
             f"atm_switch_ledger_batch_operations_count {batches}\n"
@@ -150,10 +159,12 @@ def test_stage_and_batch_means_from_histograms() -> None:
     after = parse_counters(page(1.5, 300, 400.0, 120, 1, 0.5))
     means = histogram_means(counter_delta(before, after))
     # 0.5 s over 200 PIN checks; 350 operations over 100 batches; no MAC checked: no
-    # mean; no full collection in the window.
-    assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "gc_full": 0.0}
-    assert report.stage_line(means) == ("pin 2.5 ms; 3.5 operations per group commit; "
-                                        "0 full GC")
+    # mean; no full collection in the window; of the window's 200 requests 100 took
+    # at most 5 ms and all at most 10 ms, so the 99th percentile is in the 10 ms bucket.
+    assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "gc_full": 0.0,
+                     "total_p99_le_ms": 10.0}
+    assert report.stage_line(means) == ("pin 2.5 ms; p99 of total <= 10 ms; "
+                                        "3.5 operations per group commit; 0 full GC")
     later = parse_counters(page(1.5, 300, 400.0, 120, 3, 0.506))
     means = histogram_means(counter_delta(after, later))
     assert means is not None and means["gc_full"] == 2 and means["gc_full_pause_ms"] == 3.0
