@@ -269,8 +269,12 @@ class Ledger:
         """
         assert pool_size_max >= 1 and retries_max >= 0
         # Fewer lanes than sessions: operations arriving while every lane is busy
-        # share the next commit (ledger.batch).
-        lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 4)
+        # share the next commit (ledger.batch). An eighth of the pool (2 of 16):
+        # measured end to end at 32 ATMs, 2 lanes made batches of 7.8 operations
+        # instead of 4.1 (4 lanes), PostgreSQL's CPU per authorization 0.24-0.27 ms
+        # instead of 0.29-0.31, and 4-12% more authorizations/s; the open loop at
+        # half load was unchanged within noise.
+        lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 8)
         settings = _Settings(batch_max=batch_max, batch_lanes=lanes, retries_max=retries_max,
                              call_timeout_s=call_timeout_s,
                              acquire_timeout_s=acquire_timeout_s, hold_ttl_s=hold_ttl_s,
