@@ -93,7 +93,7 @@ class SwitchConfig:
     db_retries_max: int = 10
     # Group commit (ledger.batch): operations per statement, and statements in
     # flight at once (0 = an eighth of the pool, at least 1).
-    db_batch_max: int = 16
+    db_batch_max: int = 32
     db_batch_lanes: int = 0
     in_flight_max: int = 2048
     authorize_timeout_s: float = 5.0
