@@ -145,6 +145,12 @@ def markdown_summary(results: dict[str, Any]) -> str:
         lines += ["", "Inside the switch (its own histograms, mean per request in the window):",
                   ""]
         lines += [f"- {name}: {text}" for name, text in stages if text]
+    pauses = [(ph["name"], ph.get("loadgen_gc")) for ph in results["phases"]]
+    if any(p for _, p in pauses):
+        lines += ["", "The load generator's own garbage-collector pauses (latency the switch "
+                      "did not cause):", ""]
+        lines += [f"- {name}: {p['collections']} collections, longest {p['pause_max_ms']:.1f} ms"
+                  for name, p in pauses if p]
     verdict = "clean" if results["verify_ok"] else "FAILED"
     lines += ["", f"Ledger verify after the run: **{verdict}**."]
     return "\n".join(lines) + "\n"

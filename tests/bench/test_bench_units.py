@@ -205,6 +205,7 @@ def test_report_headline_and_markdown() -> None:
                 "pgbench": {"tps": 2 * tps}, "ratio": 0.5}
     phases = [phase("closed-8", 8, 100.0), phase("closed-32", 32, 300.0),
               phase("closed-128", 128, 200.0)]
+    phases[1]["loadgen_gc"] = {"collections": 7, "pause_total_ms": 9.0, "pause_max_ms": 2.4}
     assert report.headline(phases, 32)["clients"] == 32
     assert report.headline(phases, 16)["clients"] == 8
     results = {"machine": {"cpus": 2}, "clients": 32, "auth_tps": 300.0, "pgbench_tps": 600.0,
@@ -212,6 +213,7 @@ def test_report_headline_and_markdown() -> None:
                "phases": phases, "verify_ok": True}
     text = report.markdown_summary(results)
     assert "closed-32" in text and "ratio **0.50**" in text and "clean" in text
+    assert "- closed-32: 7 collections, longest 2.4 ms" in text
 
 
 def test_verifier_output_is_masked() -> None:
