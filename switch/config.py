@@ -95,6 +95,8 @@ class SwitchConfig:
     # flight at once (0 = an eighth of the pool, at least 1).
     db_batch_max: int = 32
     db_batch_lanes: int = 0
+    # A lane beyond the first opens only once this many operations wait (1: at once).
+    db_batch_lane_open_min: int = 1
     in_flight_max: int = 2048
     authorize_timeout_s: float = 5.0
     hsm_timeout_s: float = 1.0
@@ -127,6 +129,7 @@ class SwitchConfig:
         _positive("database.pool_size_max", self.db_pool_size_max)
         _positive("database.retries_max", self.db_retries_max)
         _positive("database.batch_max", self.db_batch_max)
+        _positive("database.batch_lane_open_min", self.db_batch_lane_open_min)
         if self.db_batch_lanes < 0:
             raise ConfigError("database.batch_lanes must be 0 (automatic) or positive")
         _positive("server.in_flight_max", self.in_flight_max)
@@ -167,7 +170,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     # TOML section.key -> SwitchConfig field
     "database": {"url": "database_url", "data_dir": "data_dir",
                  "pool_size_max": "db_pool_size_max", "retries_max": "db_retries_max",
-                 "batch_max": "db_batch_max", "batch_lanes": "db_batch_lanes"},
+                 "batch_max": "db_batch_max", "batch_lanes": "db_batch_lanes",
+                 "batch_lane_open_min": "db_batch_lane_open_min"},
     "server": {"in_flight_max": "in_flight_max", "authorize_timeout_s": "authorize_timeout_s",
                "hsm_timeout_s": "hsm_timeout_s", "shutdown_grace_s": "shutdown_grace_s",
                "cache_ttl_s": "cache_ttl_s", "card_cache_ttl_s": "card_cache_ttl_s",

@@ -92,3 +92,20 @@ async def test_lanes_bound_batches_in_flight(lanes: int) -> None:
     batcher = AuthorizeBatcher(many, one, batch_max=2, lanes=lanes)
     await asyncio.gather(*(batcher.submit((i,)) for i in range(20)))
     assert peak <= lanes
+
+
+async def test_a_further_lane_opens_only_when_enough_operations_wait() -> None:
+    db = FakeDb()
+    batcher = AuthorizeBatcher(db.many, db.one, batch_max=8, lanes=2, lane_open_min=3)
+    first = asyncio.ensure_future(batcher.submit((0,)))
+    await asyncio.sleep(0)                       # 0 takes the first lane, alone
+    second = [asyncio.ensure_future(batcher.submit((i,))) for i in (1, 2)]
+    await asyncio.sleep(0.005)                   # mid-flight: 2 waiting < 3, lane 2 stays shut
+    assert db.singles == [] and db.batches == []
+    third = [asyncio.ensure_future(batcher.submit((i,))) for i in (3, 4, 5)]
+    rows = await asyncio.gather(first, *second, *third)
+    assert rows == [("row", i) for i in range(6)]
+    # 3 made three waiting: lane 2 opened with 1, 2, 3; 4 and 5 took the next free lane.
+    assert db.singles == [0] and db.batches == [[1, 2, 3], [4, 5]]
+    # With every lane idle the next operation goes at once, whatever lane_open_min says.
+    assert await batcher.submit((6,)) == ("row", 6) and db.singles == [0, 6]
