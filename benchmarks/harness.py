@@ -597,6 +597,9 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
     from ledger.embedded import EmbeddedPostgres
 
     started = dt.datetime.now(dt.UTC)
+    # The code measured is the code at the start (a commit made during a long run
+    # must not be named as what ran).
+    commit = report.git_commit(REPO)
     t_start = time.monotonic()
     dsn_env = os.environ.get("ATM_SWITCH_DATABASE_URL")
     env = cli_env(None)
@@ -619,7 +622,7 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
     if failure is not None:
         raise BenchError(failure)
     results = _results(args, settings, phases, started, time.monotonic() - t_start,
-                       verify_ok, verify_text)
+                       verify_ok, verify_text, commit)
     _write(args, results, curves)
     if not verify_ok:
         return EXIT_FAILED
@@ -730,7 +733,7 @@ def _measure(ctx: Context, phases: list[dict[str, Any]], pg: Any, dsn_env: str |
 
 def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str, Any]],
              started: dt.datetime, elapsed_s: float, verify_ok: bool,
-             verify_text: str) -> dict[str, Any]:
+             verify_text: str, commit: str | None) -> dict[str, Any]:
     head = report.headline(phases, settings.headline_clients)
     open_phases = [ph for ph in phases if ph["group"] == "open"]
     out: dict[str, Any] = {
@@ -763,7 +766,7 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
                      "pgbench_protocol": args.pgbench_protocol, "timeout_s": args.timeout,
                      "target": bool(args.target)},
         "machine": report.machine_info(),
-        "commit": report.git_commit(REPO),
+        "commit": commit,
         "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "elapsed_s": round(elapsed_s, 1),
     }

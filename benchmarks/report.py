@@ -68,12 +68,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_commit(repo: Path) -> str | None:
+    """The short commit id, with "-dirty" when tracked files differ from it."""
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=False)
+        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--"],
+                               capture_output=True, timeout=10, check=False).returncode == 1
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    commit = out.stdout.strip()
+    return (commit + "-dirty" if dirty else commit) or None
 
 
 def write_json(results: dict[str, Any], out_dir: Path, stamp: str) -> tuple[Path, Path]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -222,3 +224,19 @@ def test_verifier_output_is_masked() -> None:
     text = mask_digits("account CH:9001010028-20: available -10199000; journals 300000")
     assert "9001010028" not in text and "CH:******0028-20" in text
     assert "300000" in text  # short numbers (counts) stay readable
+
+
+def test_git_commit_names_local_changes(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=bench",
+                        "-c", "user.email=bench@example.invalid", *args],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("one\n")
+    git("add", "f.txt")
+    git("commit", "-q", "-m", "one")
+    clean = report.git_commit(tmp_path)
+    assert clean is not None and not clean.endswith("-dirty")
+    (tmp_path / "f.txt").write_text("two\n")
+    assert report.git_commit(tmp_path) == f"{clean}-dirty"
