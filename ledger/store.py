@@ -261,7 +261,7 @@ class Ledger:
                    business_tz: str = "UTC", hold_ttl_s: float = 7 * 86400,
                    call_timeout_s: float = 10.0, acquire_timeout_s: float = 5.0,
                    clock: Clock | None = None, batch_max: int = 32,
-                   batch_lanes: int | None = None, batch_lane_open_min: int = 1) -> Ledger:
+                   batch_lanes: int | None = None, batch_lane_open_min: int = 4) -> Ledger:
         """Connect a pool of at most ``pool_size_max`` sessions.
 
         ``on_retry(reason)`` is called before each retry, reason being
@@ -278,6 +278,9 @@ class Ledger:
         # half load was unchanged within noise. With 2 lanes, batches of up to 32
         # (the default batch_max) keep 64 operations in flight, as 4 lanes of 16 did:
         # at 128 ATMs 32 gave 2,961-3,105 authorizations/s against 2,850-2,903 for 16.
+        # The second lane opens once 4 operations wait (batch_lane_open_min): in five
+        # paired runs at 1,500/s open loop, PostgreSQL's CPU per authorization fell
+        # from 0.38-0.39 to 0.31-0.36 ms (median p99 25.6 against 36.8 ms).
         lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 8)
         settings = _Settings(batch_max=batch_max, batch_lanes=lanes,
                              batch_lane_open_min=batch_lane_open_min, retries_max=retries_max,

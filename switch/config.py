@@ -96,7 +96,7 @@ class SwitchConfig:
     db_batch_max: int = 32
     db_batch_lanes: int = 0
     # A lane beyond the first opens only once this many operations wait (1: at once).
-    db_batch_lane_open_min: int = 1
+    db_batch_lane_open_min: int = 4
     in_flight_max: int = 2048
     authorize_timeout_s: float = 5.0
     hsm_timeout_s: float = 1.0
