@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import random
 import time
@@ -57,6 +56,7 @@ from messages.errors import DecodeError, EmptyFrame, FramingError
 from messages.framing import Framer, LengthHeader, encode_frame
 from messages.profiles import get_profile
 from switch.atm import AtmClient, AtmConfig, CardData
+from switch.heap import GcPauseWatch, freeze_long_lived
 
 FRAME_BYTES_MAX = 8192
 LATENCY_US_MAX = 120_000_000      # histogram range: 1 µs .. 120 s
@@ -492,30 +492,18 @@ async def _sign_on(session: AtmSession, timeout_s: float) -> str:
 
 
 class GcPauses:
-    """Times this process's cyclic garbage collections (a pause of the load
+    """This process's cyclic garbage collections, added up (a pause of the load
     generator is latency the switch did not cause: reported, so it can be told apart)."""
 
     def __init__(self) -> None:
         self.count = 0
         self.total_s = 0.0
         self.max_s = 0.0
-        self._started = 0.0
 
-    def __enter__(self) -> GcPauses:
-        gc.callbacks.append(self._note)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self._note)
-
-    def _note(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-            return
-        pause = time.perf_counter() - self._started
+    def note(self, generation: int, pause_s: float) -> None:
         self.count += 1
-        self.total_s += pause
-        self.max_s = max(self.max_s, pause)
+        self.total_s += pause_s
+        self.max_s = max(self.max_s, pause_s)
 
     def as_dict(self) -> dict[str, float]:
         return {"collections": self.count, "pause_total_ms": round(self.total_s * 1000, 3),
@@ -533,10 +521,8 @@ async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any
             connect_errors += 1
     live = [s for s in sessions if s.conn is not None]
     signons = Counter(await asyncio.gather(*(_sign_on(s, spec.timeout_s) for s in live)))
-    # Everything built so far lives for the whole run: out of the cycle collector's
-    # reach, so its full collections stay short (as in the switch, switch.app).
-    gc.collect()
-    gc.freeze()
+    # Everything built so far lives for the whole run (switch.heap).
+    freeze_long_lived()
     pipe.send(("ready", {"connections": len(live), "connect_errors": connect_errors,
                          "signon": dict(signons)}))
     if not await asyncio.to_thread(pipe.poll, GO_TIMEOUT_S):
@@ -549,7 +535,8 @@ async def _run(spec: LoadSpec, pipe: Connection, progress: Any) -> dict[str, Any
     await asyncio.sleep(max(0.0, t_begin - time.monotonic()))
     cpu: dict[str, float] = {}
     cpu_task = asyncio.get_running_loop().create_task(_cpu_marks(t_measure, t_end, cpu))
-    with GcPauses() as pauses:
+    pauses = GcPauses()
+    with GcPauseWatch(pauses.note):
         if spec.mode == "closed":
             await asyncio.gather(*(_closed_worker(s, rec, spec.timeout_s) for s in live))
         else:

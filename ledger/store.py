@@ -271,16 +271,10 @@ class Ledger:
         """
         assert pool_size_max >= 1 and retries_max >= 0
         # Fewer lanes than sessions: operations arriving while every lane is busy
-        # share the next commit (ledger.batch). An eighth of the pool (2 of 16):
-        # measured end to end at 32 ATMs, 2 lanes made batches of 7.8 operations
-        # instead of 4.1 (4 lanes), PostgreSQL's CPU per authorization 0.24-0.27 ms
-        # instead of 0.29-0.31, and 4-12% more authorizations/s; the open loop at
-        # half load was unchanged within noise. With 2 lanes, batches of up to 32
-        # (the default batch_max) keep 64 operations in flight, as 4 lanes of 16 did:
-        # at 128 ATMs 32 gave 2,961-3,105 authorizations/s against 2,850-2,903 for 16.
-        # The second lane opens once 4 operations wait (batch_lane_open_min): in five
-        # paired runs at 1,500/s open loop, PostgreSQL's CPU per authorization fell
-        # from 0.38-0.39 to 0.31-0.36 ms (median p99 25.6 against 36.8 ms).
+        # share the next commit (ledger.batch). Defaults: an eighth of the pool (2 of
+        # 16) in batches of up to 32, the second lane opening once 4 operations wait:
+        # larger batches, less PostgreSQL CPU per authorization, 64 operations still
+        # in flight (measured in paired runs: BENCHMARKS.md, "This round").
         lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 8)
         settings = _Settings(batch_max=batch_max, batch_lanes=lanes,
                              batch_lane_open_min=batch_lane_open_min, retries_max=retries_max,

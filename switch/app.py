@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -24,27 +23,13 @@ from ledger.errors import LedgerError, SchemaOutdated
 from ledger.migrations import schema_is_current, upgrade
 from ledger.store import Ledger
 from switch.config import SwitchConfig
+from switch.heap import GcPauseWatch, freeze_long_lived
 from switch.keys import Secrets, load_secrets, warn_if_demo
-from switch.metrics import GcPauseWatch, Metrics
+from switch.metrics import Metrics
 from switch.pipeline import Pipeline, PipelineSettings
 from switch.server import ServerState, SwitchServer
 
 log = logging.getLogger("atm_switch.app")
-
-
-def _freeze_startup_heap() -> None:
-    """Take what start-up left alive (modules, classes, functions, SQLAlchemy and
-    asyncpg internals: ~100,000 objects) out of the cyclic collector's reach.
-
-    A full (generation 2) collection stops the event loop for as long as it
-    scans every tracked object; with the start-up heap in it, that was 20-98 ms
-    on the 2-core machine, every few seconds under load, and it was the
-    benchmark's p99.9. Frozen objects are still freed by reference counting; a
-    reference cycle among them is never reclaimed, so only start-up's survivors
-    (which live as long as the process) are frozen, once.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 @dataclass
@@ -155,8 +140,8 @@ class SwitchApp:
         for host, port in self.bound:
             log.info("listening for ATMs on %s:%d", host, port)
         log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
-        _freeze_startup_heap()
-        self._gc_watch = GcPauseWatch(self.metrics)
+        freeze_long_lived()  # start-up is done (switch.heap)
+        self._gc_watch = GcPauseWatch(self.metrics.observe_gc_pause)
         self._gc_watch.install()
         loop = asyncio.get_running_loop()
         if self.worker_index != 0:

@@ -7,10 +7,7 @@ PAN, card or per-terminal identifier.
 
 from __future__ import annotations
 
-import gc
 import os
-import time
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -91,9 +88,15 @@ class Metrics:
             "Collections of Python's cyclic garbage collector, by generation: the event "
             "loop stands still for each one.",
             ["generation"], buckets=GC_PAUSE_BUCKETS_S, registry=r)
+        self._gc_pause_children = {g: self.gc_pauses.labels(generation=str(g))
+                                   for g in (0, 1, 2)}
         self.network = Counter(
             "atm_switch_network_management_total", "0800 messages by function (field 70).",
             ["function"], registry=r)
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        """One collection of the cycle collector (``switch.heap.GcPauseWatch``'s callback)."""
+        self._gc_pause_children[generation].observe(seconds)
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -101,26 +104,3 @@ class Metrics:
             multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
             return generate_latest(combined)
         return generate_latest(self.registry)
-
-
-class GcPauseWatch:
-    """Feeds ``Metrics.gc_pauses`` from ``gc.callbacks`` while installed (one per process)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._children = {g: metrics.gc_pauses.labels(generation=str(g)) for g in (0, 1, 2)}
-        self._started = 0.0
-
-    def install(self) -> None:
-        if self._note not in gc.callbacks:
-            gc.callbacks.append(self._note)
-
-    def remove(self) -> None:
-        if self._note in gc.callbacks:
-            gc.callbacks.remove(self._note)
-
-    def _note(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self._children[info["generation"]].observe(time.perf_counter() - self._started)
-

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import gc
 
-from switch.metrics import GcPauseWatch, Metrics
+from switch.heap import GcPauseWatch
+from switch.metrics import Metrics
 
 
 def _full_collections(metrics: Metrics) -> float:
@@ -13,7 +14,7 @@ def _full_collections(metrics: Metrics) -> float:
 
 def test_gc_pauses_are_counted_only_while_the_watch_is_installed() -> None:
     metrics = Metrics()
-    watch = GcPauseWatch(metrics)
+    watch = GcPauseWatch(metrics.observe_gc_pause)
     watch.install()
     watch.install()  # idempotent: one callback, one observation per collection
     try:
