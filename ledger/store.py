@@ -82,8 +82,16 @@ _AUTHORIZE_SQL = (
     "$14, $15, $16, $17, $18)"
 )
 _REVERSE_SQL = "SELECT * FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7)"
-# Group commit (ledger.batch): the same function once per row, in arrival order, in
-# one statement and so one SERIALIZABLE transaction.
+# A reversal travels in the batch as an authorization-shaped row: kind
+# REVERSAL_KIND (REVERSAL_ADVICE_KIND for a 0420), key, digest, the original's
+# key, terminal and RRN in their usual columns, and the amount dispensed in the
+# amount column; the other columns are NULL. Negative, so never an OpKind.
+REVERSAL_KIND = -1
+REVERSAL_ADVICE_KIND = -2
+# Group commit (ledger.batch): one function call per row, in arrival order, in
+# one statement and so one SERIALIZABLE transaction. Each row's kind picks the
+# function: the other branch's WHERE depends only on the row, so PostgreSQL
+# makes it a one-time filter and never calls that function.
 _AUTHORIZE_MANY_SQL = (
     "SELECT r.* FROM unnest($1::smallint[], $2::text[], $3::bytea[], $4::bigint[], "
     "$5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[], "
@@ -91,11 +99,18 @@ _AUTHORIZE_MANY_SQL = (
     "$17::date[], $18::timestamptz[]) WITH ORDINALITY AS a(kind, key, digest, card_id, "
     "terminal_id, from_type, to_type, amount, currency, fee, rrn, pin_check, tries_max, "
     "orig_key, orig_terminal, orig_rrn, business_date, hold_expires_at, n) "
-    "CROSS JOIN LATERAL ledger_authorize(a.kind, a.key, a.digest, a.card_id, a.terminal_id, "
+    "CROSS JOIN LATERAL ("
+    "SELECT * FROM ledger_authorize(a.kind, a.key, a.digest, a.card_id, a.terminal_id, "
     "a.from_type, a.to_type, a.amount, a.currency, a.fee, a.rrn, a.pin_check, a.tries_max, "
-    "a.orig_key, a.orig_terminal, a.orig_rrn, a.business_date, a.hold_expires_at) AS r "
-    "ORDER BY a.n"
+    "a.orig_key, a.orig_terminal, a.orig_rrn, a.business_date, a.hold_expires_at) "
+    "WHERE a.kind >= 0 "
+    "UNION ALL "
+    "SELECT * FROM ledger_reverse(a.key, a.digest, a.orig_key, a.orig_terminal, a.orig_rrn, "
+    "a.amount, a.kind = -2) WHERE a.kind < 0"
+    ") AS r ORDER BY a.n"
 )
+assert f"a.kind = {REVERSAL_ADVICE_KIND})" in _AUTHORIZE_MANY_SQL
+
 
 # Errors meaning "the database is not there (any more)": the outcome of the
 # call in flight is unknown.
@@ -249,7 +264,7 @@ class Ledger:
         self._clock = clock
         self._card_locks = [asyncio.Lock() for _ in range(CARD_LOCK_STRIPES)]
         self._batcher = AuthorizeBatcher(
-            self._authorize_many, lambda args: self._call(_AUTHORIZE_SQL, args),
+            self._authorize_many, self._apply_one,
             batch_max=settings.batch_max, lanes=settings.batch_lanes, on_batch=on_batch,
             lane_open_min=settings.batch_lane_open_min)
         self.retries_total = 0
@@ -343,9 +358,10 @@ class Ledger:
         ref = op.original
         orig_key = key_text(ref.key, now) if ref.key is not None else None
         dispensed = op.amount_dispensed or None   # 0 means nothing dispensed: full reversal
-        args = (key, reversal_digest(op, orig_key), orig_key, ref.terminal_id, ref.rrn,
-                dispensed, op.is_advice)
-        row = await self._call(_REVERSE_SQL, args)
+        kind = REVERSAL_ADVICE_KIND if op.is_advice else REVERSAL_KIND
+        args = (kind, key, reversal_digest(op, orig_key), None, None, None, None, dispensed,
+                None, None, None, None, None, orig_key, ref.terminal_id, ref.rrn, None, None)
+        row = await self._batcher.submit(args)
         return _result(row)
 
     async def find_result(self, key: IdempotencyKey) -> Result | None:
@@ -591,6 +607,16 @@ class Ledger:
         self.retries_total += 1
         if self._on_retry is not None:
             self._on_retry(RETRY_SQLSTATES[sqlstate])
+
+    async def _apply_one(self, args: tuple[Any, ...]) -> asyncpg.Record:
+        """One batch row alone (a batch of one, or the one-by-one fallback)."""
+        kind = args[0]
+        if kind >= 0:
+            return await self._call(_AUTHORIZE_SQL, args)
+        key, digest, dispensed, orig_key, orig_terminal, orig_rrn = (
+            args[1], args[2], args[7], args[13], args[14], args[15])
+        return await self._call(_REVERSE_SQL, (key, digest, orig_key, orig_terminal, orig_rrn,
+                                               dispensed, kind == REVERSAL_ADVICE_KIND))
 
     async def _authorize_many(self, batch: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
         columns = [list(column) for column in zip(*batch, strict=True)]

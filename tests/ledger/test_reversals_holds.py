@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
-from ledger_helpers import Clock, next_key, provision_card, reversal, withdrawal
+from ledger_helpers import (
+    DATA_KEY,
+    Clock,
+    next_key,
+    provision_card,
+    provision_terminal,
+    reversal,
+    withdrawal,
+)
 
 from ledger.model import OpKind, OriginalRef, Outcome
 from ledger.store import Ledger
@@ -55,6 +64,45 @@ async def test_orphan_reversal_leaves_a_tombstone(ledger: Ledger) -> None:
     assert await _balance(ledger, card) == (10_000, 10_000)
     assert await ledger.find_result(key) is None
     assert (await ledger.verify()).ok
+
+
+async def test_reversals_share_a_batch_with_authorizations_in_arrival_order(
+        fresh_dsn: str, clock: Clock) -> None:
+    """Reversals ride the group commit: in one statement with authorizations, each
+    row sees the rows before it, as if they had been called one by one."""
+    sizes: list[int] = []
+    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
+                               batch_lanes=1, on_batch=sizes.append)
+    try:
+        await provision_terminal(ledger)
+        card = await provision_card(ledger, 11, balance=10_000)
+        other = await provision_card(ledger, 12, balance=10_000)
+        first, late = next_key(), next_key()
+        assert (await ledger.authorize(withdrawal(card, 4_000, key=first, fee=100))).outcome \
+            is Outcome.APPROVED
+        rev = reversal(first)
+        sizes.clear()
+        results = await asyncio.gather(
+            ledger.authorize(withdrawal(other, 1_000)),            # takes the lane alone
+            ledger.reverse(rev),                                   # the batch starts here
+            ledger.reverse(reversal(late, advice=True)),           # orphan: leaves a tombstone
+            ledger.authorize(withdrawal(card, 500, key=late)),     # ...that this one meets
+            ledger.reverse(rev),                                   # a repeat: replayed
+            ledger.authorize(withdrawal(card, 0, kind=OpKind.BALANCE_INQUIRY)),
+        )
+        # The inquiry waits for the card's lock, held by the late original in the batch.
+        assert sizes == [1, 4, 1]
+        blocker, reversed_, orphan, late_original, repeat, balance = results
+        assert blocker.outcome is Outcome.APPROVED
+        assert (reversed_.outcome, reversed_.ledger_balance) == (Outcome.APPROVED, 10_000)
+        assert orphan.outcome is Outcome.ORIGINAL_NOT_FOUND
+        assert late_original.outcome is Outcome.LATE_ORIGINAL
+        assert repeat.replayed and repeat.outcome is Outcome.APPROVED
+        assert (balance.ledger_balance, balance.available_balance) == (10_000, 10_000)
+        report = await ledger.verify()
+        assert report.ok, report.render()
+    finally:
+        await ledger.close()
 
 
 async def test_reversal_found_by_terminal_and_rrn(ledger: Ledger) -> None:
