@@ -439,6 +439,11 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "switch_cpu_ms_per_auth": per_auth_ms(cpu.get("switch")),
         "postgres_cpu_ms_per_auth": per_auth_ms(cpu.get("postgres")),
         "loadgen_cpu_ms_per_auth": per_auth_ms(merged["loadgen_cpu_s"]),
+        # Ledger database transactions (group commits, reversals alone, reads) per
+        # authorization: unlike CPU time, it does not move with the machine's speed.
+        "ledger_transactions_per_auth": None
+        if cpu.get("ledger_transactions") is None or completed == 0
+        else round(cpu["ledger_transactions"] / completed, 4),
         "cpu_bound_tps_estimate": _cpu_bound_tps(cpu, merged["loadgen_cpu_s"], completed),
         "throughput_per_s": merged["per_second"][: int(duration) + 1],
         "max_ms_per_s": [round(us / 1000.0, 1)
@@ -512,7 +517,7 @@ def _say(ph: dict[str, Any]) -> None:
     print(f"{'':>18}   {ph['auth_tps']:,.0f} auth/s  p50 {lat['p50_ms']:.2f} ms  "
           f"p99 {lat['p99_ms']:.2f} ms  p99.9 {lat['p999_ms']:.2f} ms  errors {ph['errors']}"
           f"  retries {ph['ledger_retries']}", file=sys.stderr)
-    if stages := report.stage_line(ph.get("switch_means")):
+    if stages := report.stage_line(ph):
         print(f"{'':>18}   in the switch: {stages}", file=sys.stderr)
     if gc_pauses := ph.get("loadgen_gc"):
         print(f"{'':>18}   load generator: {gc_pauses['collections']} GC pauses, longest "
@@ -664,7 +669,10 @@ def _load_and_measure(args: argparse.Namespace, settings: Settings, data_dir: Pa
             assert switch.proc is not None
             host, port, metrics_url = "127.0.0.1", switch.port, switch.metrics_url
             pids = [switch.proc.pid]
-        cpu = CpuProbe(pids, postmaster_pid(pg.pgdata) if pg is not None else None)
+        from ledger.database import EMBEDDED_DATABASE
+
+        ledger_dsn = dsn_env or (pg.dsn_for(EMBEDDED_DATABASE) if pg is not None else None)
+        cpu = CpuProbe(pids, postmaster_pid(pg.pgdata) if pg is not None else None, ledger_dsn)
         ctx = Context(args, settings, dataset, host, port, metrics_url, cpu, pgbench, curves)
         _measure(ctx, phases, pg, dsn_env)
     except BenchError as exc:

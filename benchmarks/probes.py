@@ -1,5 +1,6 @@
 """What the harness samples around a measurement window: the switch's Prometheus
-counters and the CPU time of the switch and PostgreSQL processes."""
+counters, the CPU time of the switch and PostgreSQL processes, and the number
+of transactions the ledger database ran."""
 
 from __future__ import annotations
 
@@ -151,9 +152,24 @@ def postmaster_pid(pgdata: Path) -> int | None:
         return None
 
 
+def database_transactions(dsn: str) -> float | None:
+    """Transactions committed or rolled back in the DSN's database so far (from
+    pg_stat_database; backends publish their counts within about a second)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                               "WHERE datname = current_database()").fetchone()
+    except psycopg.Error:
+        return None
+    return None if row is None else float(row[0])
+
+
 @dataclass
 class CpuProbe:
-    """CPU seconds (user + system) of process trees: the switch and PostgreSQL.
+    """CPU seconds (user + system) of process trees: the switch and PostgreSQL;
+    with ``database_dsn``, also the ledger database's transaction count.
 
     Exited, reaped children count through their parent's children_* times, so
     pgbench's backends, which exit at the end of its run, are included.
@@ -161,6 +177,7 @@ class CpuProbe:
 
     switch_pids: list[int] = field(default_factory=list)
     postgres_pid: int | None = None
+    database_dsn: str | None = None
 
     def sample(self) -> dict[str, float | None]:
         return {
@@ -168,6 +185,8 @@ class CpuProbe:
             "postgres": (_tree_cpu_s([self.postgres_pid])
                          if self.postgres_pid is not None else None),
             "machine_busy": machine_busy_cpu_s(),
+            "ledger_transactions": (database_transactions(self.database_dsn)
+                                    if self.database_dsn is not None else None),
         }
 
 

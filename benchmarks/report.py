@@ -144,7 +144,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
               "load generator per measured authorization. Other load: CPU used by other "
               "processes on the machine during the window, as a share of all cores (a shared "
               "machine makes every figure pessimistic)."]
-    stages = [(ph["name"], stage_line(ph.get("switch_means"))) for ph in results["phases"]]
+    stages = [(ph["name"], stage_line(ph)) for ph in results["phases"]]
     if any(text for _, text in stages):
         lines += ["", "Inside the switch (its own histograms, mean per request in the window):",
                   ""]
@@ -160,8 +160,10 @@ def markdown_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_line(means: dict[str, float] | None) -> str:
-    """"decode 0.02 · … · total 9.1 ms; 3.5 per group commit" from `histogram_means`."""
+def stage_line(phase: dict[str, Any]) -> str:
+    """"decode 0.02 · … · total 9.1 ms; 3.5 per group commit; …" from a phase's
+    `switch_means` (see `histogram_means`) and its ledger transactions."""
+    means = phase.get("switch_means")
     if not means:
         return ""
     parts = [f"{key.partition(':')[2]} {value:.3g}" for key, value in means.items()
@@ -171,6 +173,8 @@ def stage_line(means: dict[str, float] | None) -> str:
         text += f"; p99 of total <= {means['total_p99_le_ms']:g} ms"
     if "batch_operations" in means:
         text += f"; {means['batch_operations']:.1f} operations per group commit"
+    if phase.get("ledger_transactions_per_auth") is not None:
+        text += f"; {phase['ledger_transactions_per_auth']:.3f} database transactions per request"
     if "gc_full" in means:
         text += f"; {means['gc_full']:.0f} full GC"
         if means["gc_full"]:

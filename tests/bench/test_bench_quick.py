@@ -45,6 +45,8 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
         assert phase["errors"] == 0 and not phase["error_kinds"], phase["name"]
         assert phase["completed"] > 0, phase["name"]
         assert phase["signon"] == {"00": phase["connections"]}, phase["name"]
+        # Every request that reaches the ledger costs at most about one transaction.
+        assert 0 < phase["ledger_transactions_per_auth"] < 2, phase["name"]
         codes = {code for per_op in phase["codes"].values() for code in per_op}
         assert codes <= {"00", "51", "55"}, (phase["name"], codes)
     assert {ph["mode"] for ph in results["phases"]} == {"closed", "open"}

@@ -165,12 +165,13 @@ def test_stage_and_batch_means_from_histograms() -> None:
     # at most 5 ms and all at most 10 ms, so the 99th percentile is in the 10 ms bucket.
     assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "gc_full": 0.0,
                      "total_p99_le_ms": 10.0}
-    assert report.stage_line(means) == ("pin 2.5 ms; p99 of total <= 10 ms; "
-                                        "3.5 operations per group commit; 0 full GC")
+    assert report.stage_line({"switch_means": means, "ledger_transactions_per_auth": 0.25}) \
+        == ("pin 2.5 ms; p99 of total <= 10 ms; 3.5 operations per group commit; "
+            "0.250 database transactions per request; 0 full GC")
     later = parse_counters(page(1.5, 300, 400.0, 120, 3, 0.506))
     means = histogram_means(counter_delta(after, later))
     assert means is not None and means["gc_full"] == 2 and means["gc_full_pause_ms"] == 3.0
-    assert report.stage_line(means).endswith("; 2 full GC of 3.0 ms mean")
+    assert report.stage_line({"switch_means": means}).endswith("; 2 full GC of 3.0 ms mean")
     assert histogram_means(None) is None
 
 
