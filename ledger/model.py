@@ -29,6 +29,7 @@ class Outcome(IntEnum):
     CARD_CLOSED = 80
     TERMINAL_NOT_USABLE = 90    # unknown terminal, inactive, or no cash account
     PIN_TRIES_EXCEEDED = 100
+    KEY_STALE = 105             # wrong PIN under a TPK the terminal no longer has: retry
     PIN_WRONG = 110
     NO_SUCH_ACCOUNT = 120       # Result.account_type / account_side say which one
     ACCOUNT_NOT_USABLE = 130
@@ -109,9 +110,13 @@ class Operation:
     """One authorization/financial request for :meth:`ledger.store.Ledger.authorize`.
 
     ``pin_check`` is the HSM's verdict on the PIN block (``"none"`` when the
-    message carries no PIN, e.g. a completion). ``original`` is required for
-    ``COMPLETION`` (the 0100 being completed). ``fee`` (terminal fee, debited
-    from the cardholder to fee income) is in the same currency.
+    message carries no PIN, e.g. a completion). ``pin_key`` is the terminal PIN
+    key (its stored wrapped-key text) the block was verified under: a wrong PIN
+    counts against the card only if that is still the terminal's key, otherwise
+    the result is ``KEY_STALE`` and nothing is recorded (verify again, resubmit).
+    ``original`` is required for ``COMPLETION`` (the 0100 being completed).
+    ``fee`` (terminal fee, debited from the cardholder to fee income) is in the
+    same currency.
     For ``DEPOSIT`` the credited account is ``to_account_type`` (or
     ``from_account_type`` when ``to_account_type`` is 00).
     """
@@ -129,6 +134,7 @@ class Operation:
     pin_tries_max: int = 3
     original: OriginalRef | None = None
     fee: int = 0
+    pin_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

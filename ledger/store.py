@@ -79,7 +79,7 @@ _TERMINAL_KEY_COLUMNS = {"tpk": "tpk", "tmk": "tmk", "tak": "tak"}
 
 _AUTHORIZE_SQL = (
     "SELECT * FROM ledger_authorize($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, "
-    "$14, $15, $16, $17, $18)"
+    "$14, $15, $16, $17, $18, $19)"
 )
 _REVERSE_SQL = "SELECT * FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7)"
 # A reversal travels in the batch as an authorization-shaped row: kind
@@ -96,13 +96,13 @@ _AUTHORIZE_MANY_SQL = (
     "SELECT r.* FROM unnest($1::smallint[], $2::text[], $3::bytea[], $4::bigint[], "
     "$5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[], "
     "$11::text[], $12::text[], $13::integer[], $14::text[], $15::text[], $16::text[], "
-    "$17::date[], $18::timestamptz[]) WITH ORDINALITY AS a(kind, key, digest, card_id, "
-    "terminal_id, from_type, to_type, amount, currency, fee, rrn, pin_check, tries_max, "
-    "orig_key, orig_terminal, orig_rrn, business_date, hold_expires_at, n) "
+    "$17::date[], $18::timestamptz[], $19::text[]) WITH ORDINALITY AS a(kind, key, digest, "
+    "card_id, terminal_id, from_type, to_type, amount, currency, fee, rrn, pin_check, "
+    "tries_max, orig_key, orig_terminal, orig_rrn, business_date, hold_expires_at, pin_key, n) "
     "CROSS JOIN LATERAL ("
     "SELECT * FROM ledger_authorize(a.kind, a.key, a.digest, a.card_id, a.terminal_id, "
     "a.from_type, a.to_type, a.amount, a.currency, a.fee, a.rrn, a.pin_check, a.tries_max, "
-    "a.orig_key, a.orig_terminal, a.orig_rrn, a.business_date, a.hold_expires_at) "
+    "a.orig_key, a.orig_terminal, a.orig_rrn, a.business_date, a.hold_expires_at, a.pin_key) "
     "WHERE a.kind >= 0 "
     "UNION ALL "
     "SELECT * FROM ledger_reverse(a.key, a.digest, a.orig_key, a.orig_terminal, a.orig_rrn, "
@@ -344,6 +344,7 @@ class Ledger:
             op.from_account_type, op.to_account_type, op.amount, op.currency, op.fee, op.rrn,
             op.pin_check, op.pin_tries_max, orig_key, ref.terminal_id, ref.rrn,
             self._business_date(now), now + timedelta(seconds=self._settings.hold_ttl_s),
+            op.pin_key if op.pin_check == "wrong" else None,
         )
         async with self._card_locks[op.card_id % CARD_LOCK_STRIPES]:
             row = await self._batcher.submit(args)
@@ -360,7 +361,7 @@ class Ledger:
         dispensed = op.amount_dispensed or None   # 0 means nothing dispensed: full reversal
         kind = REVERSAL_ADVICE_KIND if op.is_advice else REVERSAL_KIND
         args = (kind, key, reversal_digest(op, orig_key), None, None, None, None, dispensed,
-                None, None, None, None, None, orig_key, ref.terminal_id, ref.rrn, None, None)
+                None, None, None, None, None, orig_key, ref.terminal_id, ref.rrn, None, None, None)
         row = await self._batcher.submit(args)
         return _result(row)
 

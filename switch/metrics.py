@@ -71,6 +71,10 @@ class Metrics:
             "atm_switch_hsm_errors_total", "HSM calls that failed.", ["result"], registry=r)
         self.pin_failures = Counter(
             "atm_switch_pin_failures_total", "PIN verifications that did not match.", registry=r)
+        self.pin_key_stale = Counter(
+            "atm_switch_pin_key_stale_total",
+            "Wrong PINs verified under a terminal PIN key that had just been changed: "
+            "not counted, verified again under the current key.", registry=r)
         self.mac_failures = Counter(
             "atm_switch_mac_failures_total", "Messages whose MAC did not verify.", registry=r)
         self.decode_errors = Counter(

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from prometheus_client import Histogram
 
@@ -90,6 +91,8 @@ OUTCOME_DECISIONS: dict[str, Decision] = {
     "TERMINAL_NOT_USABLE": Decision.TERMINAL_NOT_PERMITTED,
     "REVERSAL_EXCEEDS_ORIGINAL": Decision.REVERSAL_EXCEEDS_ORIGINAL,
     "LATE_ORIGINAL": Decision.LATE_ORIGINAL,
+    # Only after the pipeline's one resubmission was stale too (the key changed twice).
+    "KEY_STALE": Decision.SYSTEM_ERROR,
 }
 
 # Transaction types the host serves per message class, with the ledger operation.
@@ -291,19 +294,11 @@ class Pipeline:
     def invalidate_terminal(self, terminal_id: str) -> None:
         self._terminals.invalidate(terminal_id)
 
-    async def _reverify_with_fresh_key(
-            self, req: TransactionRequest, card: CardRecord, terminal: TerminalRecord,
-            pin_check: PinCheck, decision: Decision | None,
-    ) -> tuple[PinCheck, Decision | None, TerminalRecord]:
-        """Before a wrong PIN counts against the card, make sure the TPK we used is the
-        terminal's current one: another worker may have changed it (key change) since
-        this worker cached the terminal. Costs a read on wrong PINs only."""
-        fresh = await self._ledger.terminal(terminal.terminal_id)
-        if fresh is None or fresh.tpk == terminal.tpk:
-            return pin_check, decision, terminal
-        self._terminals.put(terminal.terminal_id, fresh)
-        pin_check, decision = await self._verify_pin(req, card, fresh)
-        return pin_check, decision, fresh
+    async def _fresh_terminal(self, terminal_id: str) -> TerminalRecord | None:
+        """The terminal as the database has it now (the cached copy is replaced)."""
+        self._terminals.invalidate(terminal_id)
+        with self._stage("terminal"):
+            return await self._terminal(terminal_id)
 
     def _wrong_pin_window(self, terminal_id: str) -> deque[float]:
         window = self._wrong_pins.setdefault(terminal_id, deque())
@@ -510,44 +505,57 @@ class Pipeline:
             card = await self._card(req.pan.digits)
         if card is None:
             return Outcome_(Decision.UNKNOWN_CARD)
-        pin_check: PinCheck = "none"
-        if kind != OpKind.COMPLETION:
-            if not mti.is_repeat:
-                decision = self._check_card(card, req.expiry, _utc_yymm())
-                if decision is not None:
-                    return Outcome_(decision)
-            if self._terminal_pin_locked(terminal.terminal_id):
-                self._metrics.load_shed.labels(reason="terminal_wrong_pins").inc()
-                return Outcome_(Decision.TERMINAL_PIN_LIMIT)
-            pin_check, decision = await self._verify_pin(req, card, terminal)
-            if pin_check == "wrong":
-                pin_check, decision, terminal = await self._reverify_with_fresh_key(
-                    req, card, terminal, pin_check, decision)
+        if kind != OpKind.COMPLETION and not mti.is_repeat:
+            decision = self._check_card(card, req.expiry, _utc_yymm())
             if decision is not None:
-                if decision == Decision.PIN_WRONG:
-                    self._note_wrong_pin(terminal.terminal_id)
                 return Outcome_(decision)
         key = self._idempotency_key(req)
         original = None
         if kind == OpKind.COMPLETION:
             original = self._original_ref(getattr(req, "original", None), req)
-        op = Operation(
-            kind=kind,
-            key=key,
-            card_id=card.card_id,
-            request_digest=self._digest(card.card_id, req),
-            from_account_type=req.processing.from_account,
-            to_account_type=req.processing.to_account,
-            amount=req.amount,
-            currency=req.currency,
-            rrn=req.rrn,
-            pin_check=pin_check,
-            pin_tries_max=self._settings.pin_tries_max,
-            original=original,
-        )
-        out = await self._ledger_call(lambda: self._ledger.authorize(op))
-        if out is None:
-            return None
+        # A wrong PIN names the TPK it was verified under; if another worker has
+        # changed the terminal's key since this one cached it, the ledger answers
+        # KEY_STALE without counting the try: verify under the current key and
+        # submit once more (a second KEY_STALE, a key changed twice, is a 96).
+        for stale_retry in (False, True):
+            pin_check: PinCheck = "none"
+            if kind != OpKind.COMPLETION:
+                if self._terminal_pin_locked(terminal.terminal_id):
+                    self._metrics.load_shed.labels(reason="terminal_wrong_pins").inc()
+                    return Outcome_(Decision.TERMINAL_PIN_LIMIT)
+                pin_check, decision = await self._verify_pin(req, card, terminal)
+                if decision is not None:
+                    if decision == Decision.PIN_WRONG:
+                        self._note_wrong_pin(terminal.terminal_id)
+                    return Outcome_(decision)
+            op = Operation(
+                kind=kind,
+                key=key,
+                card_id=card.card_id,
+                request_digest=self._digest(card.card_id, req),
+                from_account_type=req.processing.from_account,
+                to_account_type=req.processing.to_account,
+                amount=req.amount,
+                currency=req.currency,
+                rrn=req.rrn,
+                pin_check=pin_check,
+                pin_tries_max=self._settings.pin_tries_max,
+                original=original,
+                pin_key=terminal.tpk,
+            )
+            answered = await self._ledger_call(partial(self._ledger.authorize, op))
+            if answered is None:
+                return None
+            out = answered
+            if stale_retry or out.result is None or out.result.outcome != Outcome.KEY_STALE:
+                break
+            self._metrics.pin_key_stale.inc()
+            fresh = await self._fresh_terminal(terminal.terminal_id)
+            decision = self._check_terminal(fresh, req.acquirer_id, session)
+            if decision is not None:
+                return Outcome_(decision)
+            assert fresh is not None
+            terminal = fresh
         if out.decision in (Decision.PIN_WRONG, Decision.PIN_TRIES_EXCEEDED) \
                 and pin_check == "wrong":
             self._note_wrong_pin(terminal.terminal_id)

@@ -1,4 +1,5 @@
-"""Several switch processes on one port (SO_REUSEPORT) with one metrics view."""
+"""Several switch processes on one port (SO_REUSEPORT) with one metrics view, and what
+one process sees of a terminal key another one changed."""
 
 from __future__ import annotations
 
@@ -41,6 +42,49 @@ async def test_two_workers_share_the_port_and_the_metrics(
                        and s.labels.get("response_code") == "00")
         assert approved == 16, "every worker's answers are counted on the one metrics port"
     finally:
+        assert proc.stop() == 0
+    verify = await asyncio.to_thread(run_cli, ["ledger", "verify"], dsn)
+    assert verify.returncode == 0, verify.stdout
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == name)
+
+
+async def test_a_pin_key_changed_elsewhere_is_checked_before_a_wrong_pin_counts(
+        pg_server: EmbeddedPostgres, template_db: str, tmp_path: Path) -> None:
+    """Another process (a worker serving the key change, or provisioning) replaces the
+    terminal's TPK while this worker still caches the old one. The ATM's next PIN block,
+    under the new key, fails under the cached key: the ledger sees that key is no longer
+    the terminal's and counts nothing; the worker re-reads the terminal and approves."""
+    new_tpk = "0123456789ABCDEFFEDCBA9876543210"
+    dsn = new_database(pg_server, template_db)
+    path = write_provisioning(tmp_path / "p.json", [terminal("ATM00001")], [card(1)])
+    assert run_cli(["provision", str(path)], dsn).returncode == 0
+    # A long terminal cache, so the worker surely still holds the old key.
+    proc = SwitchProcess(dsn=dsn, workdir=tmp_path,
+                         config_text="[server]\ncache_ttl_s = 600\n")
+    proc.start()
+    client = AtmClient(atm_config())
+    try:
+        await client.connect("127.0.0.1", proc.port)
+        pan = CardData(demo_pan(1), "3012")
+        assert (await client.send(client.balance_inquiry(pan, "1234"))).code == "00"
+        path = write_provisioning(tmp_path / "k.json", [terminal("ATM00001", tpk=new_tpk)], [])
+        assert run_cli(["provision", str(path)], dsn).returncode == 0
+        client.config.tpk_hex = new_tpk
+        assert (await client.send(client.balance_inquiry(pan, "1234"))).code == "00"
+        text = await asyncio.to_thread(proc.metrics_text)
+        assert _metric(text, "atm_switch_pin_key_stale_total") == 1
+        # Tries were not counted: two wrong PINs then the right one (limit 3) still pass.
+        assert [(await client.send(client.balance_inquiry(pan, "9999"))).code
+                for _ in range(2)] == ["55", "55"]
+        assert (await client.send(client.balance_inquiry(pan, "1234"))).code == "00"
+        text = await asyncio.to_thread(proc.metrics_text)
+        assert _metric(text, "atm_switch_pin_key_stale_total") == 1, "fresh key now cached"
+    finally:
+        await client.close()
         assert proc.stop() == 0
     verify = await asyncio.to_thread(run_cli, ["ledger", "verify"], dsn)
     assert verify.returncode == 0, verify.stdout

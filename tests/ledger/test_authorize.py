@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import asyncpg
 import pytest
 from ledger_helpers import (
     CURRENCY,
+    DATA_KEY,
     TERMINAL,
     Clock,
     next_key,
     pan_for,
     provision_card,
+    provision_terminal,
     withdrawal,
 )
 
@@ -111,6 +115,49 @@ async def test_pin_tries_are_counted_in_the_same_round_trip(ledger: Ledger) -> N
     assert record is not None and record.pin_tries == 3
     await ledger.reset_pin_tries(pan_for(6))
     assert (await ledger.authorize(withdrawal(card, 100, pin="ok"))).outcome is Outcome.APPROVED
+
+
+async def test_a_wrong_pin_under_a_replaced_terminal_key_counts_nothing(ledger: Ledger) -> None:
+    # provision_terminal stores "TPK-TEXT" as the terminal's PIN key.
+    card = await provision_card(ledger, 61)
+    stale = replace(withdrawal(card, 100, pin="wrong"), pin_key="TPK-BEFORE-KEY-CHANGE")
+    result = await ledger.authorize(stale)
+    assert result.outcome is Outcome.KEY_STALE and result.authorization_id is None
+    record = await ledger.card_by_pan(pan_for(61))
+    assert record is not None and record.pin_tries == 0
+    # Nothing was recorded under the key: resubmitted under the current key, it applies.
+    assert (await ledger.authorize(replace(stale, pin_key="TPK-TEXT"))).outcome \
+        is Outcome.PIN_WRONG
+    record = await ledger.card_by_pan(pan_for(61))
+    assert record is not None and record.pin_tries == 1
+    # Only a wrong PIN is checked against the key; no key named, no check.
+    assert (await ledger.authorize(replace(withdrawal(card, 100), pin_key="TPK-OLD"))).outcome \
+        is Outcome.APPROVED
+    assert (await ledger.authorize(withdrawal(card, 100, pin="wrong"))).outcome \
+        is Outcome.PIN_WRONG
+
+
+async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: Clock) -> None:
+    sizes: list[int] = []
+    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
+                               batch_lanes=1, on_batch=sizes.append)
+    try:
+        await provision_terminal(ledger)
+        cards = [await provision_card(ledger, n) for n in range(62, 67)]
+        ops = [withdrawal(cards[0], 100),
+               replace(withdrawal(cards[1], 100, pin="wrong"), pin_key="TPK-OLD"),
+               replace(withdrawal(cards[2], 100, pin="wrong"), pin_key="TPK-TEXT"),
+               replace(withdrawal(cards[3], 100), pin_key="TPK-OLD"),
+               withdrawal(cards[4], 100, pin="wrong")]
+        results = await asyncio.gather(*(ledger.authorize(op) for op in ops))
+        assert sizes == [1, 4]   # the first alone, the other four in one statement
+        assert [r.outcome for r in results] == [
+            Outcome.APPROVED, Outcome.KEY_STALE, Outcome.PIN_WRONG, Outcome.APPROVED,
+            Outcome.PIN_WRONG]
+        tries = [await ledger.card_by_pan(pan_for(n)) for n in range(62, 67)]
+        assert [t.pin_tries if t else None for t in tries] == [0, 0, 1, 0, 1]
+    finally:
+        await ledger.close()
 
 
 async def test_limits_per_transaction_and_per_business_day(ledger: Ledger, clock: Clock) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import psycopg
@@ -98,34 +99,48 @@ def test_migration_codes_match_the_enums() -> None:
     from ledger.model import OpKind, Outcome
 
     versions = Path(upgrade.__code__.co_filename).parent / "versions"
-    for name in ("0002_functions.py", "0004_lean_authorize.py"):
+
+    def revision(name: str) -> Any:
         spec = importlib.util.spec_from_file_location(name[:-3], versions / name)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        assert module.OUTCOMES == {o.name: o.value for o in Outcome}
+        return module
+
+    # Revisions freeze the codes as they were; a later revision adds codes, never renumbers.
+    added_later = {"KEY_STALE": revision("0007_wrong_pin_key_check.py").KEY_STALE}
+    for name in ("0002_functions.py", "0004_lean_authorize.py"):
+        module = revision(name)
+        assert module.OUTCOMES | added_later == {o.name: o.value for o in Outcome}
         assert module.OP_KINDS == {"TOMBSTONE": 0, **{k.name: k.value for k in OpKind}}
 
 
-_AUTHORIZE_SIGNATURE = (
-    "ledger_authorize(smallint, text, bytea, bigint, text, text, text, bigint, text, "
-    "bigint, text, text, integer, text, text, text, date, timestamptz)")
+_ARGS_0006 = ("smallint, text, bytea, bigint, text, text, text, bigint, text, "
+              "bigint, text, text, integer, text, text, text, date, timestamptz")
+_ARGS = _ARGS_0006 + ", text"
 
 
-def _authorize_definition(dsn: str) -> str:
+def _authorize_definition(dsn: str, args: str = _ARGS) -> str:
     with psycopg.connect(dsn) as conn:
         row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure)",
-                           (_AUTHORIZE_SIGNATURE,)).fetchone()
-    assert row is not None
+                           (f"ledger_authorize({args})",)).fetchone()
+        overloads = conn.execute(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'ledger_authorize'").fetchone()
+    assert row is not None and overloads is not None
+    assert overloads[0] == 1, "one ledger_authorize, so every call resolves to it"
     return str(row[0])
 
 
 def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn: str) -> None:
-    merged = _authorize_definition(fresh_dsn)
-    assert "rrn_tombstones" in merged and "ledger_authorize_body" not in merged
+    current = _authorize_definition(fresh_dsn)
+    assert "rrn_tombstones" in current and "ledger_authorize_body" not in current
+    assert "p_tpk IS DISTINCT FROM t_tpk" in current
     cfg = alembic_config(fresh_dsn)
+    command.downgrade(cfg, "0006")
+    merged = _authorize_definition(fresh_dsn, _ARGS_0006)
+    assert "rrn_tombstones" in merged and "t_tpk" not in merged
     command.downgrade(cfg, "0005")
-    wrapper = _authorize_definition(fresh_dsn)
+    wrapper = _authorize_definition(fresh_dsn, _ARGS_0006)
     assert "rrn_tombstones" in wrapper and "ledger_authorize_body" in wrapper
     upgrade(fresh_dsn)
-    assert _authorize_definition(fresh_dsn) == merged
+    assert _authorize_definition(fresh_dsn) == current
