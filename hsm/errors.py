@@ -6,9 +6,11 @@ result code without inspecting the type. Messages name what was wrong ("PIN leng
 
 - ``HsmError`` (root)
   - ``KeyUsageError``: key has the wrong usage for the operation
-  - ``KeyParityError``: DES key bytes without odd parity, or an all-zero key
-  - ``KeyMaterialError``: key of the wrong length, not hex, or not valid under the
-    master key (wrapped key tampered with, or another master key)
+  - ``KeyParityError``: DES key bytes without odd parity, an all-zero key, or a
+    degenerate TDES key (DES weak or semi-weak component, K1 = K2, K2 = K3)
+  - ``KeyMaterialError``: key of the wrong length, not hex, not valid under the
+    master key (wrapped key tampered with, or another master key), or to be carried
+    under a weaker key-encrypting key
   - ``KcvMismatch``: an imported key does not match the check value sent with it
   - ``PinBlockError``: a PIN block (or a PIN given to encode one) is malformed
   - ``PinVerificationDataError``: PVV, offset, decimalisation table or PVKI malformed

@@ -76,6 +76,12 @@ class KeyAlgorithm(StrEnum):
     def block_bytes(self) -> int:
         return 16 if self.is_aes else 8
 
+    @property
+    def strength_bits(self) -> int:
+        """Effective strength, the order in which a KEK may protect a key: TDES2 80,
+        TDES3 112, then the AES key size (NIST SP 800-57 part 1)."""
+        return _STRENGTH_BITS[self]
+
 
 _KEY_BYTES = {
     KeyAlgorithm.TDES2: 16,
@@ -84,6 +90,30 @@ _KEY_BYTES = {
     KeyAlgorithm.AES192: 24,
     KeyAlgorithm.AES256: 32,
 }
+
+_STRENGTH_BITS = {
+    KeyAlgorithm.TDES2: 80,
+    KeyAlgorithm.TDES3: 112,
+    KeyAlgorithm.AES128: 128,
+    KeyAlgorithm.AES192: 192,
+    KeyAlgorithm.AES256: 256,
+}
+
+# FIPS 74 section 3.6: the 4 weak and 12 semi-weak DES keys, with odd parity. They are
+# compared with the parity bit (the low bit of each byte) masked off.
+_DES_WEAK_KEYS_HEX = (
+    "0101010101010101", "FEFEFEFEFEFEFEFE", "E0E0E0E0F1F1F1F1", "1F1F1F1F0E0E0E0E",
+    "01FE01FE01FE01FE", "FE01FE01FE01FE01", "1FE01FE00EF10EF1", "E01FE01FF10EF10E",
+    "01E001E001F101F1", "E001E001F101F101", "1FFE1FFE0EFE0EFE", "FE1FFE1FFE0EFE0E",
+    "011F011F010E010E", "1F011F010E010E01", "E0FEE0FEF1FEF1FE", "FEE0FEE0FEF1FEF1",
+)
+
+
+def _without_parity(block: bytes) -> bytes:
+    return bytes(b & 0xFE for b in block)
+
+
+_DES_WEAK_KEYS = frozenset(_without_parity(bytes.fromhex(k)) for k in _DES_WEAK_KEYS_HEX)
 
 
 def as_usage(value: str) -> KeyUsage:
@@ -108,16 +138,43 @@ def algorithm_for_length(key_bytes: int) -> KeyAlgorithm:
 
 
 def check_clear_key(algorithm: KeyAlgorithm, key: bytes) -> None:
-    """Refuse a clear key of the wrong length, without odd parity (TDES), or all zero.
+    """Refuse a clear key of the wrong length, without odd parity (TDES), all zero, or
+    a degenerate TDES key.
 
+    Degenerate (result 11, like the all-zero key): a component that is a DES weak or
+    semi-weak key, K1 = K2 (double or triple length) or K2 = K3 (triple length); each
+    makes the key, or part of it, single DES. K1 = K3 in a triple-length key is the
+    24-byte form of a double-length key and is accepted.
     Raises KeyMaterialError, KeyParityError.
     """
     if len(key) != algorithm.key_bytes:
         raise KeyMaterialError(f"key length does not match {algorithm.value}")
     if not any(key):
         raise KeyParityError("all-zero key", HsmResult.DESTINATION_KEY_PARITY)
-    if not algorithm.is_aes and not has_odd_parity(key):
+    if algorithm.is_aes:
+        return
+    if not has_odd_parity(key):
         raise KeyParityError("TDES key without odd parity")
+    parts = [_without_parity(key[i : i + 8]) for i in range(0, len(key), 8)]
+    if any(part in _DES_WEAK_KEYS for part in parts):
+        raise KeyParityError("TDES key has a DES weak or semi-weak component",
+                             HsmResult.DESTINATION_KEY_PARITY)
+    if parts[0] == parts[1] or (len(parts) == 3 and parts[1] == parts[2]):
+        raise KeyParityError("TDES key has equal adjacent components (single DES)",
+                             HsmResult.DESTINATION_KEY_PARITY)
+
+
+def check_kek_strength(kek: KeyAlgorithm, key: KeyAlgorithm) -> None:
+    """Refuse to carry a key under a weaker key-encrypting key (ANSI X9.24-1, ISO 11568,
+    PCI PIN): the KEK's :attr:`~KeyAlgorithm.strength_bits` must be at least the key's.
+
+    Raises KeyMaterialError (result 02).
+    """
+    if kek.strength_bits < key.strength_bits:
+        raise KeyMaterialError(
+            f"{kek.value} key-encrypting key is weaker than a {key.value} key",
+            HsmResult.KEY_LENGTH,
+        )
 
 
 def compute_kcv(algorithm: KeyAlgorithm, key: bytes) -> str:

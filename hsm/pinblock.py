@@ -2,7 +2,8 @@
 
 Clear PINs exist only inside the hsm package. Decoding is strict: control nibble,
 PIN length 4 to 12, decimal PIN digits, the fill each format prescribes (F for 0,
-A-F for 3, A then anything for 4), and for formats 0, 3 and 4 the binding to the PAN.
+A-F for 3, A then anything for 4), and for formats 0, 3 and 4 the binding to the PAN
+(12 to 19 digits for formats 0 and 3; 1 to 19 for format 4, which pads a short PAN).
 Every malformed input raises :class:`~hsm.errors.PinBlockError` (results 20, 22, 23
 or 24) and nothing else; the message names the check that failed, never the value.
 """
@@ -20,6 +21,7 @@ PIN_DIGITS_MIN = 4
 PIN_DIGITS_MAX = 12
 PAN_DIGITS_MIN = 12
 PAN_DIGITS_MAX = 19
+FORMAT4_PAN_DIGITS_MIN = 1
 _DIGITS = frozenset("0123456789")
 _HEX_UPPER = "0123456789ABCDEF"
 
@@ -32,14 +34,17 @@ def check_pin(pin: str) -> None:
         raise PinBlockError("PIN has a non-decimal digit")
 
 
-def check_pan(pan: str) -> None:
-    """Raises PinBlockError (result 22) unless ``pan`` is 12 to 19 decimal digits."""
+def check_pan(pan: str, min_digits: int = PAN_DIGITS_MIN) -> None:
+    """Raises PinBlockError (result 22) unless ``pan`` is ``min_digits`` (default 12) to
+    19 decimal digits."""
     if (
         not isinstance(pan, str)
-        or not (PAN_DIGITS_MIN <= len(pan) <= PAN_DIGITS_MAX)
+        or not (min_digits <= len(pan) <= PAN_DIGITS_MAX)
         or not set(pan) <= _DIGITS
     ):
-        raise PinBlockError("PAN must be 12 to 19 decimal digits", HsmResult.INVALID_PAN)
+        raise PinBlockError(
+            f"PAN must be {min_digits} to {PAN_DIGITS_MAX} decimal digits", HsmResult.INVALID_PAN
+        )
 
 
 def check_format(fmt: int) -> None:
@@ -129,9 +134,13 @@ def format4_pin_field(pin: str, *, random_half: bytes | None = None) -> bytes:
 
 
 def format4_pan_field(pan: str) -> bytes:
-    """The 16-byte plain-text PAN field of format 4. Raises PinBlockError."""
-    check_pan(pan)
-    nibbles = f"{len(pan) - 12}{pan}"
+    """The 16-byte plain-text PAN field of format 4: M (PAN length - 12, or 0), the PAN
+    (left-padded with zeros to 12 digits if shorter), zero fill.
+
+    ISO 9564-1 defines it for PANs of 1 to 19 digits. Raises PinBlockError (22).
+    """
+    check_pan(pan, FORMAT4_PAN_DIGITS_MIN)
+    nibbles = f"{max(len(pan) - 12, 0)}{pan.rjust(12, '0')}"
     return bytes.fromhex(nibbles.ljust(32, "0"))
 
 

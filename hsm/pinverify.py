@@ -14,6 +14,8 @@ from hsm.results import HsmResult
 DEFAULT_DECIMALISATION_TABLE = "0123456789012345"
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789ABCDEF")
+# Visa PVKI: 1 to 6 select a PVK pair; 0 means the card has no PVV to verify.
+_PVKIS = frozenset("123456")
 
 
 def _digits(text: str, what: str, lengths: range) -> str:
@@ -30,9 +32,10 @@ def check_pvv(pvv: str) -> str:
 
 def visa_tsp(pan: str, pvki: str, pin: str) -> str:
     """Transformed security parameter: the 11 rightmost PAN digits before the check
-    digit, the PVKI, the 4 leftmost PIN digits (16 decimal digits)."""
+    digit, the PVKI (1 to 6), the 4 leftmost PIN digits (16 decimal digits)."""
     _digits(pan, "PAN", range(12, 20))
-    _digits(pvki, "PVKI", range(1, 2))
+    if not isinstance(pvki, str) or pvki not in _PVKIS:
+        raise PinVerificationDataError("PVKI must be one digit 1 to 6")
     assert len(pin) >= 4, "PIN checked by the caller"
     return pan[-12:-1] + pvki + pin[:4]
 

@@ -19,9 +19,9 @@ class HsmResult(StrEnum):
 
     OK = "00"
     VERIFICATION_FAILED = "01"  # PIN, MAC or CVV does not match
-    KEY_LENGTH = "02"  # key length inappropriate for the algorithm
+    KEY_LENGTH = "02"  # key length inappropriate for the algorithm, or KEK weaker than the key
     KEY_PARITY = "10"  # source key (or key under a KEK) has a DES byte with even parity
-    DESTINATION_KEY_PARITY = "11"  # destination key parity error, or an all-zero key
+    DESTINATION_KEY_PARITY = "11"  # destination key parity error, all-zero or degenerate key
     KCV_MISMATCH = "12"  # local: imported key does not match the check value sent with it
     MASTER_KEY_ERROR = "13"  # wrapped key does not authenticate under the loaded master key
     INVALID_INPUT = "15"  # invalid input data: bad hex, bad length, bad field
@@ -44,7 +44,7 @@ _MEANINGS: dict[HsmResult, str] = {
     HsmResult.VERIFICATION_FAILED: "verification failed",
     HsmResult.KEY_LENGTH: "key length inappropriate for algorithm",
     HsmResult.KEY_PARITY: "source key parity error",
-    HsmResult.DESTINATION_KEY_PARITY: "destination key parity error or all-zero key",
+    HsmResult.DESTINATION_KEY_PARITY: "destination key parity error, all-zero or degenerate key",
     HsmResult.KCV_MISMATCH: "key check value mismatch",
     HsmResult.MASTER_KEY_ERROR: "key not valid under the loaded master key",
     HsmResult.INVALID_INPUT: "invalid input data",

@@ -20,7 +20,14 @@ from typing import Literal
 
 from hsm import cvv, dukpt, mac, pinblock, pinverify
 from hsm._crypto import BlockKey, with_odd_parity
-from hsm.errors import HsmError, KcvMismatch, KeyMaterialError, KeyUsageError
+from hsm.errors import (
+    HsmError,
+    KcvMismatch,
+    KeyMaterialError,
+    KeyParityError,
+    KeyUsageError,
+    PinBlockError,
+)
 from hsm.keys import (
     KEY_ENCRYPTING_USAGES,
     MAC_USAGES,
@@ -32,6 +39,7 @@ from hsm.keys import (
     algorithm_for_length,
     as_usage,
     check_clear_key,
+    check_kek_strength,
     compute_kcv,
     parse_hex,
 )
@@ -40,6 +48,11 @@ from hsm.results import HsmResult
 
 KEY_CACHE_MAX_DEFAULT = 4096
 PinMethod = Literal["pvv", "ibm3624"]
+# ISO 9564 formats whose PIN field is bound to the PAN; a PIN in one of them is never
+# translated to format 1, which is not (PCI PIN Security requirement 3-3).
+PAN_BOUND_FORMATS = (0, 3, 4)
+# Attempts at a random key before giving up: one degenerate draw is already ~2^-56.
+_GENERATE_ATTEMPTS = 4
 
 
 def _mask_pan(pan: str) -> str:
@@ -158,14 +171,18 @@ class SoftHsm:
     ) -> WrappedKey:
         """Import a key sent encrypted (ECB) under a ZMK or TMK and check its KCV.
 
+        The KEK must be at least as strong as the key (:func:`~hsm.keys.check_kek_strength`,
+        result 02); this is checked before anything is decrypted.
         Raises KeyUsageError, KeyMaterialError, KeyParityError, KcvMismatch.
         """
         kek_key = self._block_key(kek, KEY_ENCRYPTING_USAGES)
         encrypted = parse_hex(encrypted_hex, "encrypted key")
         if not encrypted or len(encrypted) % kek_key.block_bytes:
             raise KeyMaterialError("encrypted key length does not fit the KEK")
+        # ECB keeps the length: the ciphertext length is the clear key's.
+        algo = algorithm if algorithm is not None else algorithm_for_length(len(encrypted))
+        check_kek_strength(kek.algorithm, algo)
         clear = kek_key.decrypt(encrypted)
-        algo = algorithm if algorithm is not None else algorithm_for_length(len(clear))
         check_clear_key(algo, clear)
         given = kcv.strip().upper() if isinstance(kcv, str) else ""
         # Networks send 4 or 6 hex digits of check value; compare what was sent.
@@ -183,13 +200,16 @@ class SoftHsm:
         """A new random key under the master key and, if ``kek`` is given, under it.
 
         This is the 0800 key change: store ``wrapped``, send ``under_kek_hex`` and
-        ``kcv``. Raises KeyUsageError, KeyMaterialError.
+        ``kcv``. The KEK must be at least as strong as the new key
+        (:func:`~hsm.keys.check_kek_strength`, result 02). A degenerate random draw
+        (all zero, weak DES component) is discarded and drawn again.
+        Raises KeyUsageError, KeyMaterialError.
         """
-        kek_key = self._block_key(kek, KEY_ENCRYPTING_USAGES) if kek is not None else None
-        clear = secrets.token_bytes(algorithm.key_bytes)
-        if not algorithm.is_aes:
-            clear = with_odd_parity(clear)
-        check_clear_key(algorithm, clear)
+        kek_key = None
+        if kek is not None:
+            kek_key = self._block_key(kek, KEY_ENCRYPTING_USAGES)
+            check_kek_strength(kek.algorithm, algorithm)
+        clear = self._random_key(algorithm)
         wrapped = self._master.wrap(as_usage(usage), algorithm, clear)
         under = None
         if kek_key is not None:
@@ -197,6 +217,23 @@ class SoftHsm:
                 raise KeyMaterialError("key length does not fit the KEK block size")
             under = kek_key.encrypt(clear).hex().upper()
         return GeneratedKey(wrapped, under, wrapped.kcv)
+
+    @staticmethod
+    def _random_key(algorithm: KeyAlgorithm) -> bytes:
+        """Random key bytes that pass :func:`~hsm.keys.check_clear_key` (TDES: odd parity)."""
+        attempts = _GENERATE_ATTEMPTS
+        while True:
+            clear = secrets.token_bytes(algorithm.key_bytes)
+            if not algorithm.is_aes:
+                clear = with_odd_parity(clear)
+            try:
+                check_clear_key(algorithm, clear)
+            except KeyParityError:
+                attempts -= 1
+                if not attempts:
+                    raise
+                continue
+            return clear
 
     # ------------------------------------------------------------------ PIN
 
@@ -250,8 +287,15 @@ class SoftHsm:
 
         With an AES BDK the terminal's working key is ``dukpt_key_algorithm``, by default
         the BDK's own AES size for format 4 and double-length TDES for formats 0, 1, 3.
+        A PAN-bound block (formats 0, 3, 4) is never translated to format 1: PinBlockError
+        (23), raised before any key or the block is used.
         Raises KeyUsageError, KeyMaterialError, PinBlockError, HsmError (15 for a bad KSN).
         """
+        if source_format in PAN_BOUND_FORMATS and dest_format == 1:
+            raise PinBlockError(
+                "PAN-bound PIN block cannot be translated to format 1",
+                HsmResult.PIN_BLOCK_FORMAT,
+            )
         dest = self._block_key(dest_key, (KeyUsage.ZPK,))
         source = self._pin_source_key(source_key, source_format, ksn, dukpt_key_algorithm)
         pin = self._decrypt_pin(source, source_format, pin_block_hex, pan)

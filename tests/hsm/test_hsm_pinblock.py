@@ -62,6 +62,34 @@ def test_format4_fields() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("pan", "expected"),
+    [
+        # ISO 9564-1 format 4: a PAN shorter than 12 digits has M = 0 and is left-padded
+        # with zeros to 12 digits.
+        ("123456789", "00001234567890000000000000000000"),
+        ("1", "00000000000010000000000000000000"),
+        ("12345678901", "00123456789010000000000000000000"),
+    ],
+)
+def test_format4_pan_field_short_pan(pan: str, expected: str) -> None:
+    assert pinblock.format4_pan_field(pan).hex().upper() == expected
+
+
+@given(pin=pins, pan=st.text(alphabet="0123456789", min_size=1, max_size=11))
+def test_format4_round_trip_short_pan(pin: str, pan: str) -> None:
+    block = pinblock.encrypt(AES, 4, pin, pan)
+    assert pinblock.decrypt(AES, 4, block, pan) == pin
+    assert pinblock.decrypt(AES, 4, block, pan.rjust(12, "0")) == pin  # same PAN field
+
+
+@pytest.mark.parametrize("pan", ["", "12345678901234567890", "1234A6789", "１２３"])
+def test_format4_bad_pans_refused(pan: str) -> None:
+    with pytest.raises(PinBlockError) as info:
+        pinblock.encrypt(AES, 4, "1234", pan)
+    assert info.value.result is HsmResult.INVALID_PAN
+
+
 @given(fmt=formats, pin=pins, pan=pans)
 def test_round_trip_every_format(fmt: int, pin: str, pan: str) -> None:
     key = _key(fmt)
@@ -137,10 +165,12 @@ def test_bad_pins_refused_on_encode(pin: str) -> None:
         pinblock.encrypt(TDES, 0, pin, "4000001234562")
 
 
+@pytest.mark.parametrize("fmt", [0, 3])
 @pytest.mark.parametrize("pan", ["", "12345678901", "12345678901234567890", "40000012345A2"])
-def test_bad_pans_refused(pan: str) -> None:
+def test_bad_pans_refused(pan: str, fmt: int) -> None:
+    # Formats 0 and 3 keep 12 to 19 digits; only format 4 defines shorter PANs.
     with pytest.raises(PinBlockError) as info:
-        pinblock.encrypt(TDES, 0, "1234", pan)
+        pinblock.encrypt(TDES, fmt, "1234", pan)
     assert info.value.result is HsmResult.INVALID_PAN
 
 

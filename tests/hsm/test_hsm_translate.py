@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from hsm import pinblock
 from hsm._crypto import BlockKey
-from hsm.errors import HsmError
+from hsm.errors import HsmError, PinBlockError
 from hsm.keys import KeyAlgorithm, KeyUsage, WrappedKey
 from hsm.results import HsmResult
 from hsm.soft import PinVerification, SoftHsm
@@ -50,14 +50,47 @@ def test_tpk_to_zpk_round_trip(hsm: SoftHsm, tpk: WrappedKey, tpk_aes: WrappedKe
     block = encrypt_pin_block(src_hex, pin, pan, source)
     src_key = tpk_aes if source == 4 else tpk
     dest_key = zpk_aes if dest == 4 else zpk_tdes
+    if source != 1 and dest == 1:  # PAN-bound to format 1: see the test below
+        with pytest.raises(PinBlockError):
+            hsm.translate_pin(src_key, source, block, pan, dest_key, dest)
+        return
     out = hsm.translate_pin(src_key, source, block, pan, dest_key, dest)
     _, dest_clear = _clear_key(dest, ZPK_TDES_HEX, ZPK_AES_HEX)
     assert pinblock.decrypt(dest_clear, dest, bytes.fromhex(out), pan) == pin
+    if source == 1 and dest != 1:
+        return  # the way back would be PAN-bound to format 1
     # And on to a second zone: ZPK -> ZPK, back to the source format.
     back = hsm.translate_pin(dest_key, dest, out, pan, zpk_tdes if source != 4 else zpk_aes,
                              source)
     _, again = _clear_key(source, ZPK_TDES_HEX, ZPK_AES_HEX)
     assert pinblock.decrypt(again, source, bytes.fromhex(back), pan) == pin
+
+
+@pytest.mark.parametrize("source", [0, 3, 4])
+def test_pan_bound_block_never_translates_to_format_1(
+    hsm: SoftHsm, tpk: WrappedKey, tpk_aes: WrappedKey, zpk_tdes: WrappedKey, source: int
+) -> None:
+    # PCI PIN Security requirement 3-3 (IBM CCA enforces the same): a PIN in a PAN-bound
+    # format must not be translated to format 1, which is not bound to the PAN.
+    pan = "4000001234562"
+    src_hex, _ = _clear_key(source, TDES_KEY_HEX, AES_KEY_HEX)
+    src_key = tpk_aes if source == 4 else tpk
+    good = encrypt_pin_block(src_hex, "1234", pan, source)
+    garbage = "00" * pinblock.block_bytes(source)
+    outcomes = []
+    for block in (good, garbage):  # refused before the block is looked at
+        with pytest.raises(PinBlockError) as info:
+            hsm.translate_pin(src_key, source, block, pan, zpk_tdes, 1)
+        assert info.value.result is HsmResult.PIN_BLOCK_FORMAT
+        assert "1234" not in str(info.value)
+        outcomes.append(str(info.value))
+    assert outcomes[0] == outcomes[1]
+    # Format 1 to format 1, and format 1 into a PAN-bound format, still translate.
+    block1 = encrypt_pin_block(TDES_KEY_HEX, "1234", pan, 1)
+    for dest in (1, 0, 3):
+        out = hsm.translate_pin(tpk, 1, block1, pan, zpk_tdes, dest)
+        clear = BlockKey(bytes.fromhex(ZPK_TDES_HEX), is_aes=False)
+        assert pinblock.decrypt(clear, dest, bytes.fromhex(out), pan) == "1234"
 
 
 def test_translation_output_is_encrypted(hsm: SoftHsm, tpk: WrappedKey,
