@@ -28,7 +28,7 @@ and the encoder skip re-checking it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
@@ -40,7 +40,7 @@ from messages._mask import show_field
 from messages.errors import DecodeError, EncodeError
 from messages.profiles import FIELD_DEFS, FieldDef, FieldKind, Profile
 
-__all__ = ["IsoMessage", "decode", "encode"]
+__all__ = ["IsoMessage", "decode", "encode", "mac_field_for"]
 
 _DIGITS: Final = frozenset("0123456789")
 _HEX_UPPER: Final = frozenset("0123456789ABCDEF")
@@ -126,6 +126,12 @@ class IsoMessage:
         return f"IsoMessage(mti={self.mti!r}, fields={{{shown}}})"
 
     __str__ = __repr__
+
+
+def mac_field_for(numbers: Iterable[int]) -> int:
+    """Where a message with these fields carries its MAC: the last field of its last
+    bitmap, so 128 when any field from 65 on is present, else 64."""
+    return 128 if any(64 < n < 128 for n in numbers) else 64
 
 
 # --------------------------------------------------------------------------- decode

@@ -85,6 +85,12 @@ class FieldError(MessageError):
         super().__init__(f"{_where(field, None)}: {reason}")
 
 
+class CardNumberError(FieldError):
+    """A PAN that is present (field 2, or inside track 2) but is not a card number:
+    not digits, not 12 to 19 of them, or failing the Luhn check. The switch answers
+    these with response code 14 (invalid card number), not 30."""
+
+
 class FramingError(MessageError):
     """The byte stream cannot be cut into frames."""
 

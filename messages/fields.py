@@ -13,7 +13,7 @@ from dataclasses import field as dc_field
 from typing import ClassVar, Final
 
 from messages._mask import REDACTED, mask_digits
-from messages.errors import EncodeError, FieldError
+from messages.errors import CardNumberError, EncodeError, FieldError
 
 __all__ = [
     "AccountType",
@@ -70,7 +70,7 @@ class Pan:
 
     ``digits`` is the clear value for code that must have it; ``repr``/``str``
     and ``masked`` show the first 6 and last 4 digits only.
-    Raises FieldError(``field``, …) (field 2 unless told otherwise).
+    Raises CardNumberError(``field``, …) (field 2 unless told otherwise).
     """
 
     digits: str
@@ -78,11 +78,12 @@ class Pan:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.digits, str) and _is_digits(self.digits)):
-            raise FieldError(self.field, "PAN must be digits")
+            raise CardNumberError(self.field, "PAN must be digits")
         if not 12 <= len(self.digits) <= 19:
-            raise FieldError(self.field, f"PAN has {len(self.digits)} digits, expecting 12 to 19")
+            raise CardNumberError(self.field,
+                                  f"PAN has {len(self.digits)} digits, expecting 12 to 19")
         if not luhn_ok(self.digits):
-            raise FieldError(self.field, "PAN fails the Luhn check")
+            raise CardNumberError(self.field, "PAN fails the Luhn check")
 
     @property
     def masked(self) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, ClassVar, Final, Self
 
-from messages.codec import IsoMessage, check_field
+from messages.codec import IsoMessage, check_field, mac_field_for
 from messages.codes import ResponseCode
 from messages.errors import EncodeError, FieldError
 from messages.fields import (
@@ -132,7 +132,7 @@ def _put(fields: dict[int, str], number: int, value: object) -> None:
 def _finish(mti: Mti, fields: dict[int, str], mac: str | None) -> IsoMessage:
     """Place the MAC in the last field of the last bitmap (64, or 128 with a secondary bitmap)."""
     if mac is not None:
-        fields[128 if any(n > 64 for n in fields) else 64] = mac
+        fields[mac_field_for(fields)] = mac
     return IsoMessage(str(mti), fields)
 
 
@@ -324,8 +324,9 @@ class ReversalRequest(_CardRequest):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NetworkRequest:
-    """Network management request (0800). ``info_code`` is field 70: sign-on 001,
-    sign-off 002, key change 161/162, cutover 201, echo 301 (see NetworkInfo).
+    """Network management request (0800, 0801; advices 0820, 0821). ``info_code``,
+    field 70: sign-on 001, sign-off 002, key change 161/162, cutover 201, echo 301
+    (see NetworkInfo).
     Fields 48 and 96 may carry key material and are held as KeyData."""
 
     mti: Mti
@@ -339,7 +340,8 @@ class NetworkRequest:
     security_code: KeyData | None = None
     mac: str | None = None
 
-    MTIS: ClassVar[tuple[str, ...]] = ("0800",)
+    # The request, its repeat, and the advice (acknowledged) with its repeat.
+    MTIS: ClassVar[tuple[str, ...]] = ("0800", "0801", "0820", "0821")
 
     def __post_init__(self) -> None:
         assert str(self.mti) in self.MTIS, self.mti

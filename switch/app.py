@@ -122,6 +122,7 @@ class SwitchApp:
             pin_tries_max=config.pin_tries_max,
             pin_format_error_counts=config.pin_format_error_counts,
             sign_on_required=config.sign_on_required,
+            acknowledge_unmatched_reversals=config.unmatched_reversal_code == "00",
             hsm_timeout_s=config.hsm_timeout_s,
             cache_ttl_s=config.cache_ttl_s,
             card_cache_ttl_s=config.card_cache_ttl_s,

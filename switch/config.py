@@ -109,6 +109,9 @@ class SwitchConfig:
     terminal_wrong_pin_window_s: float = 300.0
     sign_on_required: bool = False
     business_tz: str = "UTC"
+    # 0400 whose original is not found: "00" acknowledges it (the tombstone is kept
+    # either way); "25" (unable to locate record) for networks that want a refusal.
+    unmatched_reversal_code: str = "00"
     fold_interval_s: float = 1.0
     hold_expiry_interval_s: float = 60.0
     master_key_hex: str | None = field(default=None, repr=False)
@@ -139,6 +142,8 @@ class SwitchConfig:
         _positive("security.pin_tries_max", self.pin_tries_max)
         _positive("security.terminal_wrong_pins_max", self.terminal_wrong_pins_max)
         _positive("security.terminal_wrong_pin_window_s", self.terminal_wrong_pin_window_s)
+        if self.unmatched_reversal_code not in ("00", "25"):
+            raise ConfigError('business.unmatched_reversal_code must be "00" or "25"')
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("logging.level must be DEBUG, INFO, WARNING or ERROR")
         for name, value in (("security.master_key", self.master_key_hex),
@@ -181,6 +186,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
                  "terminal_wrong_pins_max": "terminal_wrong_pins_max",
                  "terminal_wrong_pin_window_s": "terminal_wrong_pin_window_s"},
     "business": {"timezone": "business_tz", "fold_interval_s": "fold_interval_s",
+                 "unmatched_reversal_code": "unmatched_reversal_code",
                  "hold_expiry_interval_s": "hold_expiry_interval_s"},
     "logging": {"json": "log_json", "level": "log_level"},
 }

@@ -49,7 +49,7 @@ from ledger.model import (
 )
 from ledger.store import Ledger
 from messages.codec import IsoMessage
-from messages.errors import FieldError
+from messages.errors import CardNumberError, FieldError
 from messages.fields import AccountType, AdditionalAmount, AmountType, OriginalData, TxnType
 from messages.mti import Mti
 from messages.profiles import Profile
@@ -165,6 +165,7 @@ class Session:
 class PipelineSettings:
     pin_tries_max: int = 3
     pin_format_error_counts: bool = True
+    acknowledge_unmatched_reversals: bool = True
     sign_on_required: bool = False
     hsm_timeout_s: float = 1.0
     cache_ttl_s: float = 5.0
@@ -224,7 +225,7 @@ class Pipeline:
             if mti.msg_class in (1, 2):
                 return await self._transaction(msg, mti, session, raw)
             if mti.msg_class == 4:
-                return await self._reversal(msg, mti, raw)
+                return await self._reversal(msg, mti, session, raw)
         except OutcomeUnknown:
             return None  # a write whose outcome is unknown: no answer, the acquirer repeats
         except LedgerError:
@@ -468,23 +469,35 @@ class Pipeline:
             with self._stage("decode"):
                 req = TransactionRequest.from_iso(msg)
         except FieldError as exc:
-            decision = (Decision.INVALID_CARD_NUMBER if exc.field in (2, 35)
+            # 14 for a card number that is there but invalid; 30 for anything else
+            # (no PAN at all, a malformed track 2, 2 and 35 disagreeing).
+            decision = (Decision.INVALID_CARD_NUMBER if isinstance(exc, CardNumberError)
                         else Decision.FORMAT_ERROR)
             return self._answer(msg, Outcome_(decision), advice=advice)
         kind = self._op_kind(mti, req.processing.txn_type)
         if kind is None:
-            return self._answer(msg, Outcome_(Decision.UNSUPPORTED_TRANSACTION), advice=advice)
-        if kind != OpKind.BALANCE_INQUIRY and req.amount <= 0:
-            return self._answer(msg, Outcome_(Decision.INVALID_AMOUNT), advice=advice)
-        out = await self._authorize(msg, raw, mti, req, kind, session)
+            out: Outcome_ | None = Outcome_(Decision.UNSUPPORTED_TRANSACTION)
+        elif kind != OpKind.BALANCE_INQUIRY and req.amount <= 0:
+            out = Outcome_(Decision.INVALID_AMOUNT)
+        else:
+            out = await self._authorize(msg, raw, mti, req, kind, session)
         if out is None:
             return None  # outcome unknown: silence makes the acquirer reverse
+        if kind == OpKind.TRANSFER and out.decision in (Decision.NO_CHECKING_ACCOUNT,
+                                                        Decision.NO_SAVINGS_ACCOUNT):
+            out.decision = Decision.INVALID_FROM_ACCOUNT  # transfers use 76-78, not 52/53
+        if 2 not in msg:
+            out.extra[2] = req.pan.digits  # the PAN came in track 2: field 2 is echoed all the same
         return await self._signed(self._answer(msg, out, advice=advice), out, session)
 
     @staticmethod
     def _op_kind(mti: Mti, txn_type: str) -> OpKind | None:
         if mti.msg_class == 1:
-            return OpKind.HOLD if txn_type == TxnType.WITHDRAWAL and not mti.is_advice else None
+            if mti.is_advice:
+                return None
+            if txn_type in TxnType.BALANCE_INQUIRY:
+                return OpKind.BALANCE_INQUIRY  # some networks ask balances with a 0100
+            return OpKind.HOLD if txn_type == TxnType.WITHDRAWAL else None
         if mti.is_advice:
             return OpKind.COMPLETION if txn_type == TxnType.WITHDRAWAL else None
         return _FINANCIAL_OPS.get(txn_type)
@@ -597,7 +610,8 @@ class Pipeline:
 
     # -- 04xx ----------------------------------------------------------------
 
-    async def _reversal(self, msg: IsoMessage, mti: Mti, raw: bytes) -> IsoMessage | None:
+    async def _reversal(self, msg: IsoMessage, mti: Mti, session: Session,
+                        raw: bytes) -> IsoMessage | None:
         advice = mti.is_advice
         try:
             with self._stage("decode"):
@@ -631,9 +645,12 @@ class Pipeline:
         out = await self._ledger_call(lambda: self._ledger.reverse(op))
         if out is None:
             return None
+        if out.decision == Decision.ORIGINAL_NOT_FOUND \
+                and self._settings.acknowledge_unmatched_reversals:
+            out.decision = Decision.APPROVED  # acknowledged; the tombstone is kept
         if terminal.mac_required:
             out.mac_key = terminal.tak
-        return await self._signed(self._answer(msg, out, advice=advice), out, None)
+        return await self._signed(self._answer(msg, out, advice=advice), out, session)
 
     # -- 08xx ----------------------------------------------------------------
 
@@ -644,6 +661,8 @@ class Pipeline:
             return self._answer(msg, Outcome_(Decision.FORMAT_ERROR))
         code = req.info_code
         self._metrics.network.labels(function=code if code in _NETWORK_CODES else "other").inc()
+        if req.mti.is_advice:  # 0820/0821: a notice, acknowledged whatever it says
+            return self._answer(msg, Outcome_(Decision.APPROVED))
         if code == "301":  # echo: link level, whatever terminal it names
             return self._answer(msg, Outcome_(Decision.APPROVED))
         if code == "201":  # cutover: business dates come from the ledger's clock
@@ -651,6 +670,11 @@ class Pipeline:
         if code not in ("001", "002", "161", "162"):
             return self._answer(msg, Outcome_(Decision.UNSUPPORTED_TRANSACTION))
         if not req.terminal_id:
+            # No terminal named: an acquirer host signing its link on or off (network
+            # level, fields 7, 11, 70 and perhaps 32/33). Acknowledged; a key change
+            # names the terminal whose key it changes.
+            if code in ("001", "002"):
+                return self._answer(msg, Outcome_(Decision.APPROVED))
             return self._answer(msg, Outcome_(Decision.FORMAT_ERROR))
         terminal = await self._terminal(req.terminal_id)
         decision = self._check_terminal(terminal, req.acquirer_id, None)

@@ -16,7 +16,7 @@ from hsm.keys import WrappedKey
 from hsm.mac import RETAIL_MAC, MacAlgorithm
 from hsm.results import HsmResult
 from ledger.model import TerminalRecord
-from messages.codec import IsoMessage, encode
+from messages.codec import IsoMessage, encode, mac_field_for
 from messages.errors import EncodeError
 from messages.profiles import ASCII, Profile
 
@@ -72,11 +72,14 @@ async def verify_message_mac(hsm: Hsm, msg: IsoMessage, raw: bytes, terminal: Te
 
 async def sign_message(hsm: Hsm, msg: IsoMessage, key: WrappedKey, profile: Profile | None,
                        deadline: float) -> IsoMessage | None:
-    """`msg` with field 64 carrying its MAC as it will travel in `profile`, or None
-    when the HSM or the encoder fails (the caller sends the message unsigned and the
-    terminal will refuse it, which is the safe failure)."""
+    """`msg` with its MAC as it will travel in `profile`, or None when the HSM or the
+    encoder fails (the caller sends the message unsigned and the terminal will refuse
+    it, which is the safe failure). The MAC is the message's last field: 64, or 128
+    when any field above 64 is present (a 0410's 90 and 95)."""
     profile = profile or ASCII
-    placeholder = msg.with_fields({64: "0" * (2 * MAC_BYTES), 128: None})
+    number = mac_field_for(msg)
+    other = 64 if number == 128 else 128
+    placeholder = msg.with_fields({number: "0" * (2 * MAC_BYTES), other: None})
     try:
         raw = encode(placeholder, profile)
     except EncodeError:
@@ -86,4 +89,4 @@ async def sign_message(hsm: Hsm, msg: IsoMessage, key: WrappedKey, profile: Prof
         mac = await hsm.generate_mac(key, raw[:-tail], mac_algorithm(key), deadline_s=deadline)
     except HsmError:
         return None
-    return msg.with_fields({64: mac[:MAC_BYTES].hex().upper(), 128: None})
+    return msg.with_fields({number: mac[:MAC_BYTES].hex().upper(), other: None})

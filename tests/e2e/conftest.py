@@ -60,6 +60,9 @@ CARDS = [
     card(23),
     card(24),
     card(25),
+    card(26),
+    card(27),
+    card(28),
 ]
 
 

@@ -56,9 +56,26 @@ async def test_echo_needs_no_known_terminal(switch_proc: SwitchProcess) -> None:
         ex = await client.send(client.network("301"))
         assert ex.code == "00"
         ex = await client.send(client.network("001"))
-        assert ex.code == "58"
+        assert ex.code == "03", "unknown terminal: invalid merchant/terminal"
     finally:
         await client.close()
+
+
+async def test_network_sign_on_without_a_terminal_repeats_and_advices(atm: AtmClient) -> None:
+    # An acquirer host signs its link on and off without naming a terminal.
+    for code in ("001", "002"):
+        ex = await atm.send(atm.network(code).with_fields({41: None}))
+        assert (ex.response.mti, ex.code) == ("0810", "00"), code
+    # A key change must name its terminal.
+    assert (await atm.send(atm.network("161").with_fields({41: None}))).code == "30"
+    # A repeat is handled as the request; an advice is acknowledged whatever it says.
+    repeat = atm.network("301")
+    ex = await atm.send(IsoMessage("0801", dict(repeat.fields)))
+    assert (ex.response.mti, ex.code) == ("0810", "00")
+    for code in ("201", "999"):
+        advice = atm.network(code)
+        ex = await atm.send(IsoMessage("0820", dict(advice.fields)))
+        assert (ex.response.mti, ex.code, ex.response.get(70)) == ("0830", "00", code)
 
 
 async def test_unknown_network_function_is_invalid(atm: AtmClient) -> None:
@@ -215,14 +232,50 @@ async def test_missing_mandatory_field_is_format_error(atm: AtmClient) -> None:
     assert (await atm.send(msg)).code == "30"
     msg = atm.withdrawal(card(1), 1_000, "1234").with_fields({52: None})
     assert (await atm.send(msg)).code == "30"
+    # No PAN at all (neither 2 nor 35) is a missing field, not an invalid card number.
+    msg = atm.withdrawal(card(1), 1_000, "1234").with_fields({2: None, 35: None})
+    assert (await atm.send(msg)).code == "30"
+    msg = atm.withdrawal(card(1), 1_000, "1234").with_fields({2: None, 35: demo_pan(1)})
+    assert (await atm.send(msg)).code == "30", "track 2 without separator is malformed"
+
+
+async def test_fields_the_host_does_not_use_are_accepted(atm: AtmClient) -> None:
+    # An EMV ATM's card sequence number, POS capture code, a fee, private fields.
+    msg = atm.withdrawal(card(28), 500, "1234").with_fields(
+        {23: "001", 26: "12", 28: "D00000000", 60: "network private 60",
+         63: "ABC 123", 100: "12345", 123: "POS data", 127: "x" * 200})
+    ex = await atm.send(msg)
+    assert (ex.response.mti, ex.code) == ("0210", "00")
+    assert all(ex.response.get(n) is None for n in (23, 26, 28, 60, 63, 100, 123, 127))
+
+
+async def test_track_2_only_request_gets_field_2_in_the_answer(atm: AtmClient) -> None:
+    msg = atm.balance_inquiry(card(9), "1234").with_fields({2: None})
+    ex = await atm.send(msg)
+    assert ex.code == "00"
+    assert ex.response.get(2) == demo_pan(9)
+    assert ex.response.get(35) is None
+
+
+async def test_balance_inquiry_as_0100(atm: AtmClient) -> None:
+    msg = atm.financial(card(9), processing="310000", amount=0, pin="1234", mti="0100")
+    ex = await atm.send(msg)
+    assert (ex.response.mti, ex.code) == ("0110", "00")
+    assert "02" in balances(ex.response)
+
+
+async def test_transfer_from_an_account_the_card_lacks_is_77(atm: AtmClient) -> None:
+    # Card 9 has a checking account only: a transfer from savings names a missing account.
+    msg = atm.financial(card(9), processing="401020", amount=100, pin="1234")
+    assert (await atm.send(msg)).code == "77"
 
 
 async def test_unknown_and_inactive_terminals(switch_proc: SwitchProcess) -> None:
-    for tid in ("NOSUCH02", "ATM00006"):
+    for tid, code in (("NOSUCH02", "03"), ("ATM00006", "58")):
         client = await connect(switch_proc, tid)
         try:
             ex = await client.send(client.withdrawal(card(1), 1_000, "1234"))
-            assert ex.code == "58", tid
+            assert ex.code == code, tid
         finally:
             await client.close()
 
@@ -309,7 +362,8 @@ async def test_full_and_partial_reversals(atm: AtmClient) -> None:
 async def test_reversal_without_original(atm: AtmClient) -> None:
     ghost = atm.withdrawal(card(16), 1_000, "1234")
     request = await atm.send(atm.reversal(ghost, advice=False))
-    assert request.code == "25"
+    assert request.code == "00", "acknowledged (business.unmatched_reversal_code)"
+    assert (await atm.send(ghost)).code != "00", "its tombstone declines the late original"
     ghost2 = atm.withdrawal(card(16), 1_000, "1234")
     advice = await atm.send(atm.reversal(ghost2))
     assert advice.code == "00"
@@ -389,6 +443,33 @@ async def test_mac_required_terminal(switch_proc: SwitchProcess) -> None:
         forged = client.with_mac(client.balance_inquiry(card(18), "1234"), TAK)
         forged = forged.with_fields({64: "0123456789ABCDEF"})
         assert (await client.send(forged)).code == "63"
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("profile", ["ascii", "binary"])
+async def test_mac_on_reversals_travels_in_field_128(switch_proc: SwitchProcess,
+                                                     profile: str) -> None:
+    """A 0400/0410 carries 90 (and 95), so its MAC is the last field of the secondary
+    bitmap, 128: the host verifies it there and answers with its own MAC in 128."""
+    from tests.e2e.harness import TAK
+
+    port = switch_proc.ports["binary"] if profile == "binary" else None
+    extra = {"profile": "binary", "length_header": "ascii4"} if profile == "binary" else {}
+    client = await connect(switch_proc, "ATM00003", port=port, **extra)
+    try:
+        pan = card(26 if profile == "ascii" else 27)
+        withdrawal = client.with_mac(client.withdrawal(pan, 3_000, "1234"), TAK)
+        assert (await client.send(withdrawal)).code == "00"
+        reversal = client.with_mac(
+            client.reversal(withdrawal, dispensed=1_000, advice=False), TAK)
+        assert reversal.get(128) is not None and reversal.get(64) is None
+        ex = await client.send(reversal)
+        assert (ex.response.mti, ex.code) == ("0410", "00")
+        mac = ex.response.get(128)
+        assert mac is not None and ex.response.get(64) is None
+        assert client.with_mac(ex.response, TAK).get(128) == mac
+        assert balances(ex.response)["01"] == 100_000 - 1_000
     finally:
         await client.close()
 

@@ -120,10 +120,21 @@ def test_error_for_truncated_bitmap() -> None:
 
 
 def test_error_names_an_undefined_field() -> None:
-    # Bit 5 (field 5, settlement amount) is not part of the profile.
-    error = _decode_error(b"0200" + b"0800000000000000" + b"000000001000")
-    assert error.field == 5
-    assert "field 5" in str(error)
+    # Bit 65 (a third bitmap in ISO 8583:1987) is the one data element left undefined.
+    error = _decode_error(b"0200" + b"8000000000000000" + b"8000000000000000")
+    assert error.field == 65
+    assert "field 65" in str(error)
+
+
+def test_every_iso8583_1987_field_is_read_even_those_the_host_never_uses() -> None:
+    # An EMV ATM's card sequence number (23) and a network's private fields (60-63,
+    # 120-127) must not make the whole message unreadable.
+    fields = {2: "4761739001010010", 3: "010000", 4: "000000010000", 11: "000123",
+              23: "001", 26: "12", 28: "D00000150", 60: "private data 60",
+              63: "63", 100: "12345", 123: "POS data 123", 127: "x" * 300}
+    message = IsoMessage.checked_message("0200", fields)
+    for profile in (ASCII, BINARY):
+        assert decode(encode(message, profile), profile) == message
 
 
 def test_error_names_field_and_offset_of_non_digit_numeric_data() -> None:
@@ -202,7 +213,7 @@ def test_mutated_messages_decode_or_raise_decode_error(
     ("msg", "field"),
     [
         (IsoMessage("020", {}), 0),
-        (IsoMessage("0200", {5: "000000000001"}), 5),
+        (IsoMessage("0200", {65: "0" * 16}), 65),
         (IsoMessage("0200", {4: "1000"}), 4),
         (IsoMessage("0200", {4: "00000000100A"}), 4),
         (IsoMessage("0200", {2: "4" * 20}), 2),

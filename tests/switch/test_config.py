@@ -53,6 +53,7 @@ listen = "127.0.0.1:9100"
         ("[whatever]\n", "unknown section"),
         ("not toml at all [", "not valid TOML"),
         ("[[listeners]]\nlisten = 'nohost'\n", "HOST:PORT"),
+        ("[business]\nunmatched_reversal_code = '05'\n", "unmatched_reversal_code"),
     ],
 )
 def test_invalid_settings_are_named(tmp_path: Path, text: str, fragment: str) -> None:
@@ -74,3 +75,10 @@ def test_example_config_loads() -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "example.toml"
     config = load_config(example, environ={})
     assert config.listeners
+
+
+def test_unmatched_reversals_are_acknowledged_unless_told_otherwise(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).unmatched_reversal_code == "00"
+    path = tmp_path / "switch.toml"
+    path.write_text("[business]\nunmatched_reversal_code = '25'\n", encoding="utf-8")
+    assert load_config(path, environ={}).unmatched_reversal_code == "25"
