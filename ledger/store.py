@@ -111,6 +111,26 @@ _AUTHORIZE_MANY_SQL = (
 )
 assert f"a.kind = {REVERSAL_ADVICE_KIND})" in _AUTHORIZE_MANY_SQL
 
+# A card with its account types, by PAN index; the batch form takes an array of
+# indexes and returns the cards found, in any order. Card lookups that miss the
+# switch's cache at the same time share one statement, as authorizations share a
+# commit. Measured (one session): 120-130 µs per lookup alone, 45-47 µs per card
+# in statements of 8; the array form costs 270 µs for one card, so one goes alone.
+_CARD_SQL = (
+    "SELECT c.*, coalesce(array_agg(ca.account_type ORDER BY ca.account_type) "
+    "FILTER (WHERE ca.account_type IS NOT NULL), '{}') AS types, "
+    "max(ca.account_type) FILTER (WHERE ca.is_default) AS default_type "
+    "FROM cards c LEFT JOIN card_accounts ca ON ca.card_id = c.id "
+    "WHERE c.pan_index = $1 GROUP BY c.id"
+)
+_CARDS_SQL = _CARD_SQL.replace("c.pan_index = $1", "c.pan_index = ANY($1::bytea[])")
+assert _CARDS_SQL != _CARD_SQL
+# Card lookup statements in flight at once, out of the read pool's sessions; the
+# second opens once 2 lookups wait.
+CARD_READ_LANES = 2
+CARD_READ_LANE_OPEN_MIN = 2
+CARD_READ_BATCH_MAX = 64
+
 
 # Errors meaning "the database is not there (any more)": the outcome of the
 # call in flight is unknown.
@@ -267,6 +287,9 @@ class Ledger:
             self._authorize_many, self._apply_one,
             batch_max=settings.batch_max, lanes=settings.batch_lanes, on_batch=on_batch,
             lane_open_min=settings.batch_lane_open_min)
+        self._card_reads = AuthorizeBatcher(
+            self._cards_many, self._card_one, batch_max=CARD_READ_BATCH_MAX,
+            lanes=CARD_READ_LANES, lane_open_min=CARD_READ_LANE_OPEN_MIN)
         self.retries_total = 0
 
     @classmethod
@@ -393,14 +416,9 @@ class Ledger:
     # -- caches' sources ------------------------------------------------------
 
     async def card_by_pan(self, pan: str | HasDigits) -> CardRecord | None:
-        row = await self._read(
-            """SELECT c.*,
-                      coalesce(array_agg(ca.account_type ORDER BY ca.account_type)
-                               FILTER (WHERE ca.account_type IS NOT NULL), '{}') AS types,
-                      max(ca.account_type) FILTER (WHERE ca.is_default) AS default_type
-                 FROM cards c LEFT JOIN card_accounts ca ON ca.card_id = c.id
-                WHERE c.pan_index = $1 GROUP BY c.id""",
-            self._vault.index(_pan_digits(pan)))
+        """The card, read at READ COMMITTED; lookups made while others are in
+        flight share one statement (at most CARD_READ_LANES in flight)."""
+        row = await self._card_reads.submit((self._vault.index(_pan_digits(pan)),))
         if row is None:
             return None
         return CardRecord(
@@ -619,6 +637,16 @@ class Ledger:
         return await self._call(_REVERSE_SQL, (key, digest, orig_key, orig_terminal, orig_rrn,
                                                dispensed, kind == REVERSAL_ADVICE_KIND))
 
+    async def _card_one(self, args: tuple[Any, ...]) -> asyncpg.Record | None:
+        return await self._read(_CARD_SQL, *args)
+
+    async def _cards_many(self, batch: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
+        """One row per lookup, in order (None for an unknown PAN)."""
+        indexes = [index for (index,) in batch]
+        found = {bytes(row["pan_index"]): row for row in await self._read_many(_CARDS_SQL, indexes)}
+        rows: list[Any] = [found.get(bytes(index)) for index in indexes]
+        return rows
+
     async def _authorize_many(self, batch: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
         columns = [list(column) for column in zip(*batch, strict=True)]
         rows: list[asyncpg.Record] = await self._call(_AUTHORIZE_MANY_SQL, columns, many=True)
@@ -686,16 +714,21 @@ class Ledger:
     async def _read(self, sql: str, *args: Any) -> asyncpg.Record | None:
         """A lookup at READ COMMITTED: it takes no predicate locks, so it never
         makes a hot-path transaction fail."""
+        rows = await self._read_many(sql, *args)
+        return rows[0] if rows else None
+
+    async def _read_many(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """Every row of a lookup at READ COMMITTED (see _read)."""
         try:
             if self._read_pool is not None:
                 async with self._read_pool.connection(
                         timeout_s=self._settings.acquire_timeout_s) as conn:
-                    row: asyncpg.Record | None = await conn.fetchrow(sql, *args)
-                    return row
+                    rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+                    return rows
             async with self._connection() as conn:
                 async with conn.transaction(isolation="read_committed", readonly=True):
-                    row = await conn.fetchrow(sql, *args)
-                    return row
+                    rows = await conn.fetch(sql, *args)
+                    return rows
         except asyncpg.PostgresError as exc:
             raise _translate(exc) from exc
         except _UNAVAILABLE as exc:

@@ -160,6 +160,27 @@ async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: 
         await ledger.close()
 
 
+async def test_card_lookups_in_flight_together_share_a_statement(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    cards = {n: await provision_card(ledger, n, savings=5_000) for n in range(70, 90)}
+    statements: list[int] = []
+    read_many = ledger._read_many
+
+    async def counted(sql: str, *args: object) -> list[asyncpg.Record]:
+        statements.append(len(args[0]) if args and isinstance(args[0], list) else 1)
+        return await read_many(sql, *args)
+
+    monkeypatch.setattr(ledger, "_read_many", counted)
+    wanted = [pan_for(n) for n in range(70, 90)] + [pan_for(999), pan_for(70)]
+    records = await asyncio.gather(*(ledger.card_by_pan(pan) for pan in wanted))
+    assert [r.card_id if r else None for r in records] == \
+        [cards[n] for n in range(70, 90)] + [None, cards[70]]
+    assert all(r.account_types == ("10", "20") and r.default_account_type == "20"
+               for r in records if r is not None)
+    # 22 lookups: the first one or two alone, the rest in shared statements.
+    assert sum(statements) == 22 and len(statements) <= 4, statements
+
+
 async def test_limits_per_transaction_and_per_business_day(ledger: Ledger, clock: Clock) -> None:
     card = await provision_card(ledger, 7, balance=1_000_000, limits=CardLimits(
         txn_amount_max=50_000, daily_amount_max=80_000, daily_count_max=3))
