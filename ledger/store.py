@@ -257,6 +257,18 @@ def _result(row: asyncpg.Record) -> Result:
     )
 
 
+def _stored_result(row: asyncpg.Record, *, replayed: bool) -> Result:
+    """A stored authorization (or reversal) row as the answer it was."""
+    return Result(
+        outcome=Outcome(row["outcome"]), replayed=replayed, approval_code=row["approval_code"],
+        account_type=row["account_type"],
+        currency=row["currency"] if row["ledger_balance"] is not None else None,
+        ledger_balance=row["ledger_balance"], available_balance=row["available_balance"],
+        authorization_id=row["id"], suspense_amount=row["suspense_amount"],
+        account_side=row["account_side"],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Settings:
     batch_max: int
@@ -404,14 +416,29 @@ class Ledger:
                  FROM reversals WHERE key = $1""", text)
         if row is None or row["kind"] == 0:
             return None
-        return Result(
-            outcome=Outcome(row["outcome"]), replayed=False, approval_code=row["approval_code"],
-            account_type=row["account_type"],
-            currency=row["currency"] if row["ledger_balance"] is not None else None,
-            ledger_balance=row["ledger_balance"], available_balance=row["available_balance"],
-            authorization_id=row["id"], suspense_amount=row["suspense_amount"],
-            account_side=row["account_side"],
-        )
+        return _stored_result(row, replayed=False)
+
+    async def stored_answer(self, op: Operation) -> Result | None:
+        """What :meth:`authorize` would replay for ``op`` without calling it: the
+        stored answer under its key (``replayed``), DUPLICATE_MISMATCH when a
+        different request holds the key, or None for a new key (or a tombstone).
+        A read; nothing is written. For declines decided before the ledger: the
+        duplicate check comes first."""
+        now = self._clock()
+        key = key_text(op.key, now)
+        ref = op.original or OriginalRef(key=None)
+        orig_key = key_text(ref.key, now) if ref.key is not None else None
+        row = await self._read(
+            """SELECT outcome, approval_code, account_type, currency, ledger_balance,
+                      available_balance, id, suspense_amount, account_side, kind, digest
+                 FROM authorizations WHERE key = $1""", key)
+        if row is None or row["kind"] == 0:
+            return None
+        if bytes(row["digest"] or b"") != operation_digest(op, orig_key):
+            return Result(outcome=Outcome.DUPLICATE_MISMATCH, replayed=False,
+                          approval_code=None, account_type=None, currency=None,
+                          ledger_balance=None, available_balance=None, authorization_id=None)
+        return _stored_result(row, replayed=True)
 
     # -- caches' sources ------------------------------------------------------
 

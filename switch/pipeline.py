@@ -95,6 +95,10 @@ OUTCOME_DECISIONS: dict[str, Decision] = {
     "KEY_STALE": Decision.SYSTEM_ERROR,
 }
 
+# Terminal declines that depend on the terminal's state, not on the request: a
+# request the ledger already answered is replayed instead (Pipeline._replayed_or).
+_STATE_DECLINES = frozenset({Decision.TERMINAL_NOT_PERMITTED, Decision.NOT_SIGNED_ON})
+
 # Transaction types the host serves per message class, with the ledger operation.
 _FINANCIAL_OPS: dict[str, OpKind] = {
     TxnType.WITHDRAWAL: OpKind.WITHDRAWAL,
@@ -506,26 +510,30 @@ class Pipeline:
                          kind: OpKind, session: Session) -> Outcome_ | None:
         with self._stage("terminal"):
             terminal = await self._terminal(req.terminal_id)
+        # A terminal that exists but may not be used now (inactive, not signed on)
+        # is a state decline: decided after the MAC and the card, like the card's
+        # own state, so that a request the ledger already answered is replayed.
         decision = self._check_terminal(terminal, req.acquirer_id, session)
-        if decision is not None:
+        if decision is not None and decision not in _STATE_DECLINES:
             return Outcome_(decision)
         assert terminal is not None
         if terminal.mac_required:
-            decision = await self._verify_mac(msg, raw, terminal)
-            if decision is not None:
-                return Outcome_(decision)
+            mac_decision = await self._verify_mac(msg, raw, terminal)
+            if mac_decision is not None:
+                return Outcome_(mac_decision)
         with self._stage("card"):
             card = await self._card(req.pan.digits)
         if card is None:
             return Outcome_(Decision.UNKNOWN_CARD)
-        if kind != OpKind.COMPLETION and not mti.is_repeat:
+        if decision is None and kind != OpKind.COMPLETION and not mti.is_repeat:
             decision = self._check_card(card, req.expiry, _utc_yymm())
-            if decision is not None:
-                return Outcome_(decision)
         key = self._idempotency_key(req)
         original = None
         if kind == OpKind.COMPLETION:
             original = self._original_ref(getattr(req, "original", None), req)
+        if decision is not None:
+            return await self._replayed_or(decision, self._operation(
+                kind, key, card, req, original, "none", None))
         # A wrong PIN names the TPK it was verified under; if another worker has
         # changed the terminal's key since this one cached it, the ledger answers
         # KEY_STALE without counting the try: verify under the current key and
@@ -541,21 +549,7 @@ class Pipeline:
                     if decision == Decision.PIN_WRONG:
                         self._note_wrong_pin(terminal.terminal_id)
                     return Outcome_(decision)
-            op = Operation(
-                kind=kind,
-                key=key,
-                card_id=card.card_id,
-                request_digest=self._digest(card.card_id, req),
-                from_account_type=req.processing.from_account,
-                to_account_type=req.processing.to_account,
-                amount=req.amount,
-                currency=req.currency,
-                rrn=req.rrn,
-                pin_check=pin_check,
-                pin_tries_max=self._settings.pin_tries_max,
-                original=original,
-                pin_key=terminal.tpk,
-            )
+            op = self._operation(kind, key, card, req, original, pin_check, terminal.tpk)
             answered = await self._ledger_call(partial(self._ledger.authorize, op))
             if answered is None:
                 return None
@@ -575,6 +569,43 @@ class Pipeline:
         if terminal.mac_required:
             out.mac_key = terminal.tak
         return out
+
+    def _operation(self, kind: OpKind, key: IdempotencyKey, card: CardRecord,
+                   req: TransactionRequest, original: OriginalRef | None,
+                   pin_check: PinCheck, pin_key: str | None) -> Operation:
+        return Operation(
+            kind=kind,
+            key=key,
+            card_id=card.card_id,
+            request_digest=self._digest(card.card_id, req),
+            from_account_type=req.processing.from_account,
+            to_account_type=req.processing.to_account,
+            amount=req.amount,
+            currency=req.currency,
+            rrn=req.rrn,
+            pin_check=pin_check,
+            pin_tries_max=self._settings.pin_tries_max,
+            original=original,
+            pin_key=pin_key,
+        )
+
+    async def _replayed_or(self, decision: Decision, op: Operation) -> Outcome_:
+        """A decline decided before the ledger (the card's or the terminal's state)
+        for a request whose key the ledger has already answered: the duplicate check
+        comes first, so that answer is replayed (94 for a different request under
+        the key). Say the approval's response was lost and the ATM sends the request
+        again after the card was reported lost: it must get the 00 it was given, not
+        41, or it would never reverse a debit for cash it did not dispense. Costs a
+        read on such declines only."""
+        try:
+            stored = await self._ledger.stored_answer(op)
+        except LedgerError:
+            stored = None  # the decline stands: it is right for a new request
+        if stored is None:
+            return Outcome_(decision)
+        if stored.replayed:
+            self._metrics.replays.inc()
+        return Outcome_(decision_for_outcome(stored), stored)
 
     @staticmethod
     def _idempotency_key(req: TransactionRequest | ReversalRequest) -> IdempotencyKey:

@@ -318,6 +318,26 @@ async def test_repeat_replays_and_mismatch_is_94(atm: AtmClient) -> None:
     assert balances(after.response)["01"] == 97_000, "posted exactly once"
 
 
+async def test_duplicate_check_comes_before_the_terminal_state(
+        switch_proc: SwitchProcess) -> None:
+    """An approval whose answer was lost, sent again after the terminal signed off:
+    the duplicate check comes first, so the stored 00 is replayed (a 58 would leave
+    the cardholder debited for cash the ATM never dispensed)."""
+    client = await connect(switch_proc, "ATM00002")   # requires sign-on
+    try:
+        assert (await client.send(client.network("001"))).code == "00"
+        first = await client.send(client.withdrawal(card(28), 1_000, "1234"))
+        assert first.code == "00"
+        assert (await client.send(client.network("002"))).code == "00"
+        again = await client.send(first.request)
+        assert (again.code, again.response.get(38)) == ("00", first.response.get(38))
+        changed = first.request.with_fields({4: f"{2_000:012d}"})
+        assert (await client.send(changed)).code == "94"
+        assert (await client.send(client.withdrawal(card(28), 1_000, "1234"))).code == "58"
+    finally:
+        await client.close()
+
+
 # -- 0100 / 0220 ---------------------------------------------------------------
 
 
