@@ -68,11 +68,13 @@ def machine_info() -> dict[str, Any]:
 
 
 def git_commit(repo: Path) -> str | None:
-    """The short commit id, with "-dirty" when tracked files differ from it."""
+    """The short commit id, with "-dirty" when tracked files differ from it (earlier
+    results in benchmarks/results excepted: they are the harness's output)."""
     try:
         out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--"],
+        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--", ".",
+                                ":(exclude)benchmarks/results"],
                                capture_output=True, timeout=10, check=False).returncode == 1
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -235,9 +235,14 @@ def test_git_commit_names_local_changes(tmp_path: Path) -> None:
 
     git("init", "-q")
     (tmp_path / "f.txt").write_text("one\n")
-    git("add", "f.txt")
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "latest.md").write_text("run 1\n")
+    git("add", "f.txt", "benchmarks")
     git("commit", "-q", "-m", "one")
     clean = report.git_commit(tmp_path)
     assert clean is not None and not clean.endswith("-dirty")
+    (results / "latest.md").write_text("run 2\n")
+    assert report.git_commit(tmp_path) == clean, "a new result is not a code change"
     (tmp_path / "f.txt").write_text("two\n")
     assert report.git_commit(tmp_path) == f"{clean}-dirty"
