@@ -8,7 +8,9 @@ cannot be reached.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,17 @@ from alembic.script import ScriptDirectory
 from ledger.errors import LedgerUnavailable
 
 _HERE = Path(__file__).resolve().parent
+
+
+def revision_module(filename: str) -> ModuleType:
+    """A revision file of ``versions/``, loaded by path (its name is not an
+    identifier): a later revision builds on an earlier one's function text."""
+    path = _HERE / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"_ledger_revision_{path.stem}", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def sqlalchemy_url(dsn: str) -> str:

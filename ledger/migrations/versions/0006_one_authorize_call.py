@@ -19,11 +19,9 @@ back): PostgreSQL CPU per withdrawal 327 µs at 0005, 293 µs here; 4,131 agains
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from ledger.migrations import revision_module
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -57,19 +55,9 @@ _PROBE = """
 """
 
 
-def _sibling(filename: str) -> ModuleType:
-    """Another revision of this directory, loaded by path (its name is not an identifier)."""
-    path = Path(__file__).with_name(filename)
-    spec = importlib.util.spec_from_file_location(f"_ledger_revision_{path.stem}", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def merged_function_sql() -> str:
     """0004's ledger_authorize with 0005's tombstone probe at its top."""
-    lean = _sibling("0004_lean_authorize.py")
+    lean = revision_module("0004_lean_authorize.py")
     sql: str = lean._render(lean._AUTHORIZE)
     assert sql.count(_ANCHOR) == 1, "0004's body starts with the output defaults"
     probe = (_PROBE.replace("{LATE_ORIGINAL}", str(LATE_ORIGINAL))
@@ -82,6 +70,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    wrapper = _sibling("0005_rrn_tombstones.py")
+    wrapper = revision_module("0005_rrn_tombstones.py")
     op.execute(f"DROP FUNCTION ledger_authorize({_AUTHORIZE_ARGS})")
     op.execute(wrapper._sql(wrapper._AUTHORIZE))

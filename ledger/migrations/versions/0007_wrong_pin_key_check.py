@@ -22,11 +22,9 @@ Built from 0006's function text (not copied), like 0006 was from 0004.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 from alembic import op
+
+from ledger.migrations import revision_module
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -70,18 +68,8 @@ _EDITS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _sibling(filename: str) -> ModuleType:
-    """Another revision of this directory, loaded by path (its name is not an identifier)."""
-    path = Path(__file__).with_name(filename)
-    spec = importlib.util.spec_from_file_location(f"_ledger_revision_{path.stem}", path)
-    assert spec is not None and spec.loader is not None, path
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _function_0006() -> str:
-    sql: str = _sibling("0006_one_authorize_call.py").merged_function_sql()
+    sql: str = revision_module("0006_one_authorize_call.py").merged_function_sql()
     return sql
 
 
