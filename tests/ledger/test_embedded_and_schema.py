@@ -144,3 +144,26 @@ def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn
     assert "rrn_tombstones" in wrapper and "ledger_authorize_body" in wrapper
     upgrade(fresh_dsn)
     assert _authorize_definition(fresh_dsn) == current
+
+
+_REVERSE_ARGS = "text, bytea, text, text, text, bigint, boolean"
+
+
+def _reverse_definition(dsn: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_get_functiondef(%s::regprocedure)",
+                           (f"ledger_reverse({_REVERSE_ARGS})",)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_reverse_is_one_call_with_a_lean_withdrawal_path_and_downgrades(fresh_dsn: str) -> None:
+    current = _reverse_definition(fresh_dsn)
+    assert "rrn_tombstones" in current and "ledger_reverse_body" not in current
+    assert "INSERT INTO hot_pending" in current, "the common reversal in one statement"
+    cfg = alembic_config(fresh_dsn)
+    command.downgrade(cfg, "0007")
+    wrapper = _reverse_definition(fresh_dsn)
+    assert "ledger_reverse_body" in wrapper and "INSERT INTO hot_pending" not in wrapper
+    upgrade(fresh_dsn)
+    assert _reverse_definition(fresh_dsn) == current
