@@ -123,6 +123,7 @@ class SwitchApp:
             pin_format_error_counts=config.pin_format_error_counts,
             sign_on_required=config.sign_on_required,
             acknowledge_unmatched_reversals=config.unmatched_reversal_code == "00",
+            issuer_bins=config.issuer_bins,
             hsm_timeout_s=config.hsm_timeout_s,
             cache_ttl_s=config.cache_ttl_s,
             card_cache_ttl_s=config.card_cache_ttl_s,

@@ -112,6 +112,9 @@ class SwitchConfig:
     # 0400 whose original is not found: "00" acknowledges it (the tombstone is kept
     # either way); "25" (unable to locate record) for networks that want a refusal.
     unmatched_reversal_code: str = "00"
+    # PAN prefixes (BINs) this host issues; a PAN outside them gets 15 (no such issuer)
+    # without a database lookup. Empty: every PAN is looked up (unknown: 14).
+    issuer_bins: tuple[str, ...] = ()
     fold_interval_s: float = 1.0
     hold_expiry_interval_s: float = 60.0
     master_key_hex: str | None = field(default=None, repr=False)
@@ -142,6 +145,9 @@ class SwitchConfig:
         _positive("security.pin_tries_max", self.pin_tries_max)
         _positive("security.terminal_wrong_pins_max", self.terminal_wrong_pins_max)
         _positive("security.terminal_wrong_pin_window_s", self.terminal_wrong_pin_window_s)
+        for prefix in self.issuer_bins:
+            if not (prefix.isdigit() and 4 <= len(prefix) <= 11):
+                raise ConfigError("business.issuer_bins: each entry is 4 to 11 digits")
         if self.unmatched_reversal_code not in ("00", "25"):
             raise ConfigError('business.unmatched_reversal_code must be "00" or "25"')
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -187,6 +193,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
                  "terminal_wrong_pin_window_s": "terminal_wrong_pin_window_s"},
     "business": {"timezone": "business_tz", "fold_interval_s": "fold_interval_s",
                  "unmatched_reversal_code": "unmatched_reversal_code",
+                 "issuer_bins": "issuer_bins",
                  "hold_expiry_interval_s": "hold_expiry_interval_s"},
     "logging": {"json": "log_json", "level": "log_level"},
 }
@@ -223,6 +230,10 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if kind.startswith("float"):
             return float(value)
+        if kind.startswith("tuple"):
+            # A TOML array, or a comma-separated string from the environment.
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if value == "" and "None" in kind:
             return None
         return str(value)

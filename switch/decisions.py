@@ -34,6 +34,7 @@ class Decision(enum.IntEnum):
     CARD_RESTRICTED = 34
     CARD_EXPIRED = 35
     CARD_NOT_PERMITTED = 36
+    NO_SUCH_ISSUER = 37
     # terminal
     UNKNOWN_TERMINAL = 40
     ACQUIRER_MISMATCH = 41
@@ -76,6 +77,7 @@ _CODES: dict[Decision, ResponseCode] = {
     Decision.CARD_RESTRICTED: ResponseCode.RESTRICTED_CARD,
     Decision.CARD_EXPIRED: ResponseCode.EXPIRED_CARD,
     Decision.CARD_NOT_PERMITTED: ResponseCode.NOT_PERMITTED_CARDHOLDER,
+    Decision.NO_SUCH_ISSUER: ResponseCode.NO_SUCH_ISSUER,
     Decision.UNKNOWN_TERMINAL: ResponseCode.INVALID_MERCHANT,
     Decision.ACQUIRER_MISMATCH: ResponseCode.INVALID_MERCHANT,
     Decision.TERMINAL_NOT_PERMITTED: ResponseCode.NOT_PERMITTED_TERMINAL,

@@ -170,6 +170,7 @@ class PipelineSettings:
     pin_tries_max: int = 3
     pin_format_error_counts: bool = True
     acknowledge_unmatched_reversals: bool = True
+    issuer_bins: tuple[str, ...] = ()   # empty: every PAN is looked up
     sign_on_required: bool = False
     hsm_timeout_s: float = 1.0
     cache_ttl_s: float = 5.0
@@ -521,6 +522,9 @@ class Pipeline:
             mac_decision = await self._verify_mac(msg, raw, terminal)
             if mac_decision is not None:
                 return Outcome_(mac_decision)
+        if self._settings.issuer_bins and not req.pan.digits.startswith(
+                self._settings.issuer_bins):
+            return Outcome_(Decision.NO_SUCH_ISSUER)  # not our card: no lookup
         with self._stage("card"):
             card = await self._card(req.pan.digits)
         if card is None:

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.embedded import EmbeddedPostgres
+from messages.fields import luhn_complete
 from switch.atm import AtmClient, CardData
 from switch.demo import demo_pan
 from tests.conftest import new_database
@@ -88,3 +89,26 @@ async def test_a_pin_key_changed_elsewhere_is_checked_before_a_wrong_pin_counts(
         assert proc.stop() == 0
     verify = await asyncio.to_thread(run_cli, ["ledger", "verify"], dsn)
     assert verify.returncode == 0, verify.stdout
+
+
+async def test_a_pan_outside_the_issuer_bins_is_15_without_a_lookup(
+        pg_server: EmbeddedPostgres, template_db: str, tmp_path: Path) -> None:
+    dsn = new_database(pg_server, template_db)
+    path = write_provisioning(tmp_path / "p.json", [terminal("ATM00001")], [card(1)])
+    assert run_cli(["provision", str(path)], dsn).returncode == 0
+    ours = demo_pan(1)[:6]
+    proc = SwitchProcess(dsn=dsn, workdir=tmp_path,
+                         config_text=f"[business]\nissuer_bins = ['{ours}']\n")
+    proc.start()
+    client = AtmClient(atm_config())
+    try:
+        await client.connect("127.0.0.1", proc.port)
+        foreign = CardData("4000000000000002", "3012")   # Luhn-valid, another BIN
+        assert (await client.send(client.withdrawal(foreign, 100, "1234"))).code == "15"
+        unknown = CardData(luhn_complete(ours + "999999999"), "3012")   # ours, not issued
+        assert (await client.send(client.withdrawal(unknown, 100, "1234"))).code == "14"
+        assert (await client.send(client.withdrawal(CardData(demo_pan(1), "3012"), 100,
+                                                    "1234"))).code == "00"
+    finally:
+        await client.close()
+        assert proc.stop() == 0

@@ -54,6 +54,7 @@ listen = "127.0.0.1:9100"
         ("not toml at all [", "not valid TOML"),
         ("[[listeners]]\nlisten = 'nohost'\n", "HOST:PORT"),
         ("[business]\nunmatched_reversal_code = '05'\n", "unmatched_reversal_code"),
+        ("[business]\nissuer_bins = ['47x173']\n", "issuer_bins"),
     ],
 )
 def test_invalid_settings_are_named(tmp_path: Path, text: str, fragment: str) -> None:
@@ -82,3 +83,10 @@ def test_unmatched_reversals_are_acknowledged_unless_told_otherwise(tmp_path: Pa
     path = tmp_path / "switch.toml"
     path.write_text("[business]\nunmatched_reversal_code = '25'\n", encoding="utf-8")
     assert load_config(path, environ={}).unmatched_reversal_code == "25"
+
+
+def test_issuer_bins_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).issuer_bins == ()
+    path = tmp_path / "switch.toml"
+    path.write_text("[business]\nissuer_bins = ['476173', '41111111']\n", encoding="utf-8")
+    assert load_config(path, environ={}).issuer_bins == ("476173", "41111111")
