@@ -99,6 +99,11 @@ OUTCOME_DECISIONS: dict[str, Decision] = {
 # request the ledger already answered is replayed instead (Pipeline._replayed_or).
 _STATE_DECLINES = frozenset({Decision.TERMINAL_NOT_PERMITTED, Decision.NOT_SIGNED_ON})
 
+# The answers that carry balances (field 54): an approval, and 51 (how much there is).
+# Never a PIN failure, a card-status or limit decline, or a 94: the ledger reads the
+# account whatever it decides, and balances are for the cardholder who proved the PIN.
+_SHOWS_BALANCES = frozenset({Decision.APPROVED, Decision.INSUFFICIENT_FUNDS})
+
 # Transaction types the host serves per message class, with the ledger operation.
 _FINANCIAL_OPS: dict[str, OpKind] = {
     TxnType.WITHDRAWAL: OpKind.WITHDRAWAL,
@@ -253,7 +258,8 @@ class Pipeline:
         if result is not None:
             if code == "00" and result.approval_code:
                 approval = result.approval_code
-            if result.ledger_balance is not None and result.available_balance is not None:
+            if out.decision in _SHOWS_BALANCES and result.ledger_balance is not None \
+                    and result.available_balance is not None:
                 acct = result.account_type or AccountType.DEFAULT
                 currency = result.currency or msg.get(49) or ""
                 amounts = [

@@ -193,6 +193,19 @@ async def test_insufficient_funds_returns_balance(atm: AtmClient) -> None:
     assert balances(ex.response)["02"] == 1_000
 
 
+async def test_declines_other_than_51_show_no_balances(atm: AtmClient) -> None:
+    # The ledger reads the account whatever it decides; only an approval and 51 may
+    # tell the cardholder what is in it, never a wrong PIN.
+    wrong_pin = await atm.send(atm.balance_inquiry(card(25), "9999"))
+    assert wrong_pin.code == "55"
+    assert wrong_pin.response.get(54) is None
+    limit = await atm.send(atm.withdrawal(card(13), 6_000, "1234"))
+    assert limit.code == "61"
+    assert limit.response.get(54) is None
+    right = await atm.send(atm.balance_inquiry(card(25), "1234"))
+    assert right.code == "00" and balances(right.response)["02"] == 100_000
+
+
 async def test_amount_limits(atm: AtmClient) -> None:
     assert (await atm.send(atm.withdrawal(card(13), 6_000, "1234"))).code == "61"
     assert (await atm.send(atm.withdrawal(card(14), 6_000, "1234"))).code == "00"
