@@ -528,6 +528,16 @@ class Pipeline:
             mac_decision = await self._verify_mac(msg, raw, terminal)
             if mac_decision is not None:
                 return Outcome_(mac_decision)
+        out = await self._authorize_verified(mti, req, kind, session, terminal, decision)
+        if out is not None and terminal.mac_required and out.mac_key is None:
+            out.mac_key = terminal.tak  # every answer after a verified MAC is MACed too
+        return out
+
+    async def _authorize_verified(self, mti: Mti, req: TransactionRequest, kind: OpKind,
+                                  session: Session, terminal: TerminalRecord,
+                                  decision: Decision | None) -> Outcome_ | None:
+        """_authorize once the terminal is known and its MAC (if any) verified;
+        ``decision`` is a state decline of the terminal's, if any."""
         if self._settings.issuer_bins and not req.pan.digits.startswith(
                 self._settings.issuer_bins):
             return Outcome_(Decision.NO_SUCH_ISSUER)  # not our card: no lookup
@@ -673,8 +683,10 @@ class Pipeline:
         if req.replacement is not None and req.replacement.actual_amount > 0:
             dispensed = req.replacement.actual_amount
             if dispensed > req.amount:
-                return self._answer(msg, Outcome_(Decision.REVERSAL_EXCEEDS_ORIGINAL),
-                                    advice=advice)
+                refused = Outcome_(Decision.REVERSAL_EXCEEDS_ORIGINAL,
+                                   mac_key=terminal.tak if terminal.mac_required else None)
+                return await self._signed(self._answer(msg, refused, advice=advice), refused,
+                                          session)
         key = self._idempotency_key(req)
         op = ReversalOp(
             key=key,

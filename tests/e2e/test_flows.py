@@ -476,6 +476,14 @@ async def test_mac_required_terminal(switch_proc: SwitchProcess) -> None:
         forged = client.with_mac(client.balance_inquiry(card(18), "1234"), TAK)
         forged = forged.with_fields({64: "0123456789ABCDEF"})
         assert (await client.send(forged)).code == "63"
+        # A decline decided by the switch after the MAC verified is MACed as well.
+        unknown = CardData(pan="4000000000000002", expiry="3012")
+        ex = await client.send(client.with_mac(client.balance_inquiry(unknown, "1234"), TAK))
+        assert ex.code == "14"
+        assert ex.response.get(64) is not None
+        assert client.with_mac(ex.response, TAK).get(64) == ex.response.get(64)
+        assert (await client.send(client.with_mac(
+            client.balance_inquiry(card(18), "1234"), TAK))).code == "00"
     finally:
         await client.close()
 
