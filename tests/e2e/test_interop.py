@@ -69,3 +69,33 @@ async def test_pyiso8583_published_specs(switch_proc: SwitchProcess, spec_name: 
     assert answer["11"] == f"{stan + 1:06d}"
     assert len(answer["38"]) == 6
     assert "54" in answer
+
+
+@pytest.mark.parametrize("spec_name", ["default_ascii", "default"])
+async def test_pyiso8583_network_sign_on_unused_fields_and_reversal(
+        switch_proc: SwitchProcess, spec_name: str) -> None:
+    """What a third-party acquirer sends beyond the basics: a link sign-on without a
+    terminal, EMV and private fields the host does not use, and a 0420 naming its
+    original in field 90 with a partial amount in 95."""
+    stan = next_stan_start()
+    if spec_name == "default_ascii":
+        spec, port, ascii_length = default_ascii, switch_proc.port, False
+    else:
+        spec, port, ascii_length = default, switch_proc.ports["binary"], True
+    now = dt.datetime.now(dt.UTC)
+    sign_on = {"t": "0800", "7": now.strftime("%m%d%H%M%S"), "11": f"{stan:06d}", "70": "001"}
+    answer = await exchange(port, sign_on, spec, ascii_length)
+    assert (answer["t"], answer["39"]) == ("0810", "00")
+    original = withdrawal(stan + 1, 19)
+    original.update({"23": "001", "60": "private", "123": "POS data"})
+    answer = await exchange(port, original, spec, ascii_length)
+    assert (answer["t"], answer["39"]) == ("0210", "00"), answer.get("39")
+    assert "23" not in answer and "60" not in answer
+    reversal = {k: v for k, v in original.items() if k not in ("52", "23", "60", "123")}
+    reversal.update({
+        "t": "0420", "11": f"{stan + 2:06d}",
+        "90": "0200" + original["11"] + original["7"] + ACQUIRER.rjust(11, "0") + "0" * 11,
+        "95": "000000000400" + "000000000400" + "C00000000" + "C00000000",
+    })
+    answer = await exchange(port, reversal, spec, ascii_length)
+    assert (answer["t"], answer["39"]) == ("0430", "00")
