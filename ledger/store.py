@@ -208,6 +208,13 @@ def key_text(key: IdempotencyKey, now: datetime) -> str:
     return f"{key.acquirer_id}|{key.terminal_id}|{key.stan}|{year:04d}{key.transmission_dt}"
 
 
+def _key_texts(op: Operation | ReversalOp, now: datetime) -> tuple[str, OriginalRef, str | None]:
+    """The operation's key as stored, its original reference, and the original's key
+    as stored (None when the original is named by terminal + RRN only)."""
+    ref = op.original or OriginalRef(key=None)
+    return key_text(op.key, now), ref, key_text(ref.key, now) if ref.key is not None else None
+
+
 def operation_digest(op: Operation, original_key: str | None) -> bytes:
     """The caller's digest bound to every field the ledger acts on (PIN verdict excluded:
     a repeat must replay whatever the PIN check said the second time)."""
@@ -371,9 +378,7 @@ class Ledger:
         """Apply (or replay) one operation in one round trip; see ledger.model.Operation."""
         _check_operation(op)
         now = self._clock()
-        key = key_text(op.key, now)
-        ref = op.original or OriginalRef(key=None)
-        orig_key = key_text(ref.key, now) if ref.key is not None else None
+        key, ref, orig_key = _key_texts(op, now)
         args = (
             int(op.kind), key, operation_digest(op, orig_key), op.card_id, op.key.terminal_id,
             op.from_account_type, op.to_account_type, op.amount, op.currency, op.fee, op.rrn,
@@ -390,9 +395,7 @@ class Ledger:
         if op.amount_dispensed is not None and op.amount_dispensed < 0:
             raise InvalidOperation("amount dispensed is never negative")
         now = self._clock()
-        key = key_text(op.key, now)
-        ref = op.original
-        orig_key = key_text(ref.key, now) if ref.key is not None else None
+        key, ref, orig_key = _key_texts(op, now)
         dispensed = op.amount_dispensed or None   # 0 means nothing dispensed: full reversal
         kind = REVERSAL_ADVICE_KIND if op.is_advice else REVERSAL_KIND
         args = (kind, key, reversal_digest(op, orig_key), None, None, None, None, dispensed,
@@ -425,9 +428,7 @@ class Ledger:
         A read; nothing is written. For declines decided before the ledger: the
         duplicate check comes first."""
         now = self._clock()
-        key = key_text(op.key, now)
-        ref = op.original or OriginalRef(key=None)
-        orig_key = key_text(ref.key, now) if ref.key is not None else None
+        key, _, orig_key = _key_texts(op, now)
         row = await self._read(
             """SELECT outcome, approval_code, account_type, currency, ledger_balance,
                       available_balance, id, suspense_amount, account_side, kind, digest

@@ -40,7 +40,7 @@ from messages._mask import show_field
 from messages.errors import DecodeError, EncodeError
 from messages.profiles import FIELD_DEFS, FieldDef, FieldKind, Profile
 
-__all__ = ["IsoMessage", "decode", "encode", "mac_field_for"]
+__all__ = ["IsoMessage", "decode", "encode", "mac_data", "mac_field_for", "put_mac"]
 
 _DIGITS: Final = frozenset("0123456789")
 _HEX_UPPER: Final = frozenset("0123456789ABCDEF")
@@ -132,6 +132,19 @@ def mac_field_for(numbers: Iterable[int]) -> int:
     """Where a message with these fields carries its MAC: the last field of its last
     bitmap, so 128 when any field from 65 on is present, else 64."""
     return 128 if any(64 < n < 128 for n in numbers) else 64
+
+
+def put_mac(msg: IsoMessage, mac_hex: str) -> IsoMessage:
+    """``msg`` with ``mac_hex`` in its MAC field (:func:`mac_field_for`), the other removed."""
+    number = mac_field_for(msg)
+    return msg.with_fields({number: mac_hex, 192 - number: None})
+
+
+def mac_data(msg: IsoMessage, profile: Profile) -> bytes:
+    """What ``msg``'s 8-byte MAC covers once it travels in ``profile``: the encoded
+    message up to, not including, its MAC field (the last one). Raises EncodeError."""
+    raw = encode(put_mac(msg, "0" * 16), profile)
+    return raw[: -(8 if profile.binary else 16)]
 
 
 # --------------------------------------------------------------------------- decode

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from secrets import randbelow
 
 from hsm.terminal import encrypt_pin_block, retail_mac
-from messages.codec import IsoMessage, decode, encode, mac_field_for
+from messages.codec import IsoMessage, decode, encode, mac_data, put_mac
 from messages.errors import DecodeError, EmptyFrame, FramingError
 from messages.fields import OriginalData, ReplacementAmounts
 from messages.framing import Framer, LengthHeader, encode_frame
@@ -284,13 +284,7 @@ class AtmClient:
         """`msg` with its MAC field (64, or 128 when a field above 64 is present) set
         to the X9.19 retail MAC of the message as it will travel, up to (not
         including) the MAC field."""
-        number = mac_field_for(msg)
-        other = 64 if number == 128 else 128
-        placeholder = msg.with_fields({number: "0" * 16, other: None})
-        raw = encode(placeholder, self._profile)
-        tail = 16 if self.config.profile == "ascii" else 8
-        return msg.with_fields({number: retail_mac(tak_hex, raw[:-tail])[:16].upper(),
-                                other: None})
+        return put_mac(msg, retail_mac(tak_hex, mac_data(msg, self._profile))[:16].upper())
 
     def repeat_of(self, reversal: IsoMessage) -> IsoMessage:
         """The repeat (0401/0421/0201/0221) of a message: same fields, MTI origin 1."""

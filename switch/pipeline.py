@@ -529,8 +529,8 @@ class Pipeline:
             if mac_decision is not None:
                 return Outcome_(mac_decision)
         out = await self._authorize_verified(mti, req, kind, session, terminal, decision)
-        if out is not None and terminal.mac_required and out.mac_key is None:
-            out.mac_key = terminal.tak  # every answer after a verified MAC is MACed too
+        if out is not None and terminal.mac_required:
+            out.mac_key = terminal.tak  # every answer after a verified MAC is MACed
         return out
 
     async def _authorize_verified(self, mti: Mti, req: TransactionRequest, kind: OpKind,
@@ -586,8 +586,6 @@ class Pipeline:
         if out.decision in (Decision.PIN_WRONG, Decision.PIN_TRIES_EXCEEDED) \
                 and pin_check == "wrong":
             self._note_wrong_pin(terminal.terminal_id)
-        if terminal.mac_required:
-            out.mac_key = terminal.tak
         return out
 
     def _operation(self, kind: OpKind, key: IdempotencyKey, card: CardRecord,
@@ -682,25 +680,22 @@ class Pipeline:
         dispensed = None
         if req.replacement is not None and req.replacement.actual_amount > 0:
             dispensed = req.replacement.actual_amount
-            if dispensed > req.amount:
-                refused = Outcome_(Decision.REVERSAL_EXCEEDS_ORIGINAL,
-                                   mac_key=terminal.tak if terminal.mac_required else None)
-                return await self._signed(self._answer(msg, refused, advice=advice), refused,
-                                          session)
-        key = self._idempotency_key(req)
-        op = ReversalOp(
-            key=key,
-            original=self._original_ref(req.original, req),
-            amount_dispensed=dispensed,
-            is_advice=advice,
-            request_digest=self._digest(0, req),
-        )
-        out = await self._ledger_call(lambda: self._ledger.reverse(op))
+        if dispensed is not None and dispensed > req.amount:
+            out: Outcome_ | None = Outcome_(Decision.REVERSAL_EXCEEDS_ORIGINAL)
+        else:
+            op = ReversalOp(
+                key=self._idempotency_key(req),
+                original=self._original_ref(req.original, req),
+                amount_dispensed=dispensed,
+                is_advice=advice,
+                request_digest=self._digest(0, req),
+            )
+            out = await self._ledger_call(partial(self._ledger.reverse, op))
+            if out is not None and out.decision == Decision.ORIGINAL_NOT_FOUND \
+                    and self._settings.acknowledge_unmatched_reversals:
+                out.decision = Decision.APPROVED  # acknowledged; the tombstone is kept
         if out is None:
             return None
-        if out.decision == Decision.ORIGINAL_NOT_FOUND \
-                and self._settings.acknowledge_unmatched_reversals:
-            out.decision = Decision.APPROVED  # acknowledged; the tombstone is kept
         if terminal.mac_required:
             out.mac_key = terminal.tak
         return await self._signed(self._answer(msg, out, advice=advice), out, session)

@@ -16,7 +16,7 @@ from hsm.keys import WrappedKey
 from hsm.mac import RETAIL_MAC, MacAlgorithm
 from hsm.results import HsmResult
 from ledger.model import TerminalRecord
-from messages.codec import IsoMessage, encode, mac_field_for
+from messages.codec import IsoMessage, mac_data, put_mac
 from messages.errors import EncodeError
 from messages.profiles import ASCII, Profile
 
@@ -76,17 +76,12 @@ async def sign_message(hsm: Hsm, msg: IsoMessage, key: WrappedKey, profile: Prof
     encoder fails (the caller sends the message unsigned and the terminal will refuse
     it, which is the safe failure). The MAC is the message's last field: 64, or 128
     when any field above 64 is present (a 0410's 90 and 95)."""
-    profile = profile or ASCII
-    number = mac_field_for(msg)
-    other = 64 if number == 128 else 128
-    placeholder = msg.with_fields({number: "0" * (2 * MAC_BYTES), other: None})
     try:
-        raw = encode(placeholder, profile)
+        data = mac_data(msg, profile or ASCII)
     except EncodeError:
         return None
-    tail = MAC_BYTES if profile.binary else 2 * MAC_BYTES
     try:
-        mac = await hsm.generate_mac(key, raw[:-tail], mac_algorithm(key), deadline_s=deadline)
+        mac = await hsm.generate_mac(key, data, mac_algorithm(key), deadline_s=deadline)
     except HsmError:
         return None
-    return msg.with_fields({number: mac[:MAC_BYTES].hex().upper(), other: None})
+    return put_mac(msg, mac[:MAC_BYTES].hex().upper())

@@ -9,6 +9,7 @@ cannot be reached.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -33,6 +34,15 @@ def revision_module(filename: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def edited_function(sql: str, edits: Iterable[tuple[str, str]], source: str) -> str:
+    """``sql`` (an earlier revision's function text) with each anchor replaced; every
+    anchor must occur exactly once, so a text that no longer matches fails loudly."""
+    for anchor, replacement in edits:
+        assert sql.count(anchor) == 1, f"{source}'s function text changed near {anchor[:40]!r}"
+        sql = sql.replace(anchor, replacement)
+    return sql
 
 
 def sqlalchemy_url(dsn: str) -> str:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from ledger.migrations import revision_module
+from ledger.migrations import edited_function, revision_module
 
 revision: str = "0007"
 down_revision: str | None = "0006"
@@ -75,11 +75,7 @@ def _function_0006() -> str:
 
 def function_sql() -> str:
     """0006's ledger_authorize taking the TPK the switch verified a wrong PIN under."""
-    sql = _function_0006()
-    for anchor, replacement in _EDITS:
-        assert sql.count(anchor) == 1, f"0006's function text changed near {anchor[:40]!r}"
-        sql = sql.replace(anchor, replacement)
-    return sql
+    return edited_function(_function_0006(), _EDITS, "0006")
 
 
 def upgrade() -> None:

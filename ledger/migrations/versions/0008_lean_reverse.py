@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from ledger.migrations import revision_module
+from ledger.migrations import edited_function, revision_module
 
 revision: str = "0008"
 down_revision: str | None = "0007"
@@ -79,12 +79,10 @@ def _fill(text: str) -> str:
 def function_sql() -> str:
     """0002's ledger_reverse with the lean withdrawal reversal and 0005's tombstone."""
     functions = revision_module("0002_functions.py")
-    sql: str = functions._render(functions._REVERSE)
-    for anchor, replacement in ((_JOURNAL_CALL, _LEAN_WITHDRAWAL), (_BODY_END, _TOMBSTONE)):
-        anchor, replacement = _fill(anchor), _fill(replacement)
-        assert sql.count(anchor) == 1, f"0002's function text changed near {anchor[:40]!r}"
-        sql = sql.replace(anchor, replacement)
-    return sql
+    edits = [(_fill(anchor), _fill(replacement))
+             for anchor, replacement in ((_JOURNAL_CALL, _LEAN_WITHDRAWAL),
+                                         (_BODY_END, _TOMBSTONE))]
+    return edited_function(functions._render(functions._REVERSE), edits, "0002")
 
 
 def upgrade() -> None:
