@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from switch.demo import DEMO_ACQUIRER, DEMO_TAK, DEMO_TMK, DEMO_TPK, demo_pan
 
 READY_TIMEOUT_S = 30.0
@@ -103,6 +105,17 @@ class SwitchProcess:
     def metrics_text(self) -> str:
         with urllib.request.urlopen(self.url("/metrics"), timeout=5.0) as resp:
             return str(resp.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples called ``name`` (e.g. ``atm_switch_replays_total``)
+        whose labels include ``labels``, from /metrics now (blocking)."""
+        total = 0.0
+        for family in text_string_to_metric_families(self.metrics_text()):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v
+                                               for k, v in labels.items()):
+                    total += float(sample.value)
+        return total
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait; returns the exit code."""

@@ -20,7 +20,10 @@ from tests.e2e.harness import ACQUIRER, TPK, SwitchProcess
 pytestmark = pytest.mark.e2e
 
 
-async def exchange(port: int, doc: dict[str, str], spec: dict[str, dict[str, object]],
+Spec = dict[str, dict[str, object]]
+
+
+async def exchange(port: int, doc: dict[str, str], spec: Spec,
                    ascii_length: bool) -> dict[str, str]:
     raw, _ = iso8583.encode(doc, spec)
     header = f"{len(raw):04d}".encode() if ascii_length else struct.pack(">H", len(raw))
@@ -50,17 +53,24 @@ def withdrawal(stan: int, n: int) -> dict[str, str]:
     }
 
 
+def listener(proc: SwitchProcess, spec_name: str) -> tuple[Spec, int, bool]:
+    """The pyiso8583 spec, the port that speaks it and whether its length is ASCII."""
+    if spec_name == "default_ascii":
+        return default_ascii, proc.port, False
+    # The binary profile listener of the e2e host uses a 4-digit ASCII length.
+    return default, proc.ports["binary"], True
+
+
+def network(stan: int, code: str) -> dict[str, str]:
+    now = dt.datetime.now(dt.UTC)
+    return {"t": "0800", "7": now.strftime("%m%d%H%M%S"), "11": f"{stan:06d}", "70": code}
+
+
 @pytest.mark.parametrize("spec_name", ["default_ascii", "default"])
 async def test_pyiso8583_published_specs(switch_proc: SwitchProcess, spec_name: str) -> None:
     stan = next_stan_start()
-    if spec_name == "default_ascii":
-        spec, port, ascii_length = default_ascii, switch_proc.port, False
-    else:
-        # The binary profile listener of the e2e host uses a 4-digit ASCII length.
-        spec, port, ascii_length = default, switch_proc.ports["binary"], True
-    now = dt.datetime.now(dt.UTC)
-    echo = {"t": "0800", "7": now.strftime("%m%d%H%M%S"), "11": f"{stan:06d}", "70": "301"}
-    answer = await exchange(port, echo, spec, ascii_length)
+    spec, port, ascii_length = listener(switch_proc, spec_name)
+    answer = await exchange(port, network(stan, "301"), spec, ascii_length)
     assert answer["t"] == "0810"
     assert answer["39"] == "00"
     answer = await exchange(port, withdrawal(stan + 1, 18), spec, ascii_length)
@@ -78,13 +88,8 @@ async def test_pyiso8583_network_sign_on_unused_fields_and_reversal(
     terminal, EMV and private fields the host does not use, and a 0420 naming its
     original in field 90 with a partial amount in 95."""
     stan = next_stan_start()
-    if spec_name == "default_ascii":
-        spec, port, ascii_length = default_ascii, switch_proc.port, False
-    else:
-        spec, port, ascii_length = default, switch_proc.ports["binary"], True
-    now = dt.datetime.now(dt.UTC)
-    sign_on = {"t": "0800", "7": now.strftime("%m%d%H%M%S"), "11": f"{stan:06d}", "70": "001"}
-    answer = await exchange(port, sign_on, spec, ascii_length)
+    spec, port, ascii_length = listener(switch_proc, spec_name)
+    answer = await exchange(port, network(stan, "001"), spec, ascii_length)
     assert (answer["t"], answer["39"]) == ("0810", "00")
     original = withdrawal(stan + 1, 19)
     original.update({"23": "001", "60": "private", "123": "POS data"})

@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.embedded import EmbeddedPostgres
 from messages.fields import luhn_complete
@@ -36,21 +35,13 @@ async def test_two_workers_share_the_port_and_the_metrics(
             for i, c in enumerate(clients)))
         assert [r.code for r in results] == ["00"] * 16
         await asyncio.gather(*(c.close() for c in clients))
-        text = await asyncio.to_thread(proc.metrics_text)
-        families = {f.name: f for f in text_string_to_metric_families(text)}
-        approved = sum(s.value for s in families["atm_switch_messages"].samples
-                       if s.name.endswith("_total") and s.labels.get("mti") == "0200"
-                       and s.labels.get("response_code") == "00")
+        approved = await asyncio.to_thread(proc.metric, "atm_switch_messages_total",
+                                           mti="0200", response_code="00")
         assert approved == 16, "every worker's answers are counted on the one metrics port"
     finally:
         assert proc.stop() == 0
     verify = await asyncio.to_thread(run_cli, ["ledger", "verify"], dsn)
     assert verify.returncode == 0, verify.stdout
-
-
-def _metric(text: str, name: str) -> float:
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == name)
 
 
 async def test_a_pin_key_changed_elsewhere_is_checked_before_a_wrong_pin_counts(
@@ -76,14 +67,13 @@ async def test_a_pin_key_changed_elsewhere_is_checked_before_a_wrong_pin_counts(
         assert run_cli(["provision", str(path)], dsn).returncode == 0
         client.config.tpk_hex = new_tpk
         assert (await client.send(client.balance_inquiry(pan, "1234"))).code == "00"
-        text = await asyncio.to_thread(proc.metrics_text)
-        assert _metric(text, "atm_switch_pin_key_stale_total") == 1
+        assert await asyncio.to_thread(proc.metric, "atm_switch_pin_key_stale_total") == 1
         # Tries were not counted: two wrong PINs then the right one (limit 3) still pass.
         assert [(await client.send(client.balance_inquiry(pan, "9999"))).code
                 for _ in range(2)] == ["55", "55"]
         assert (await client.send(client.balance_inquiry(pan, "1234"))).code == "00"
-        text = await asyncio.to_thread(proc.metrics_text)
-        assert _metric(text, "atm_switch_pin_key_stale_total") == 1, "fresh key now cached"
+        assert await asyncio.to_thread(proc.metric, "atm_switch_pin_key_stale_total") == 1, \
+            "the fresh key is cached now"
     finally:
         await client.close()
         assert proc.stop() == 0

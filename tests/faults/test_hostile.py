@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.embedded import EmbeddedPostgres
 from messages.codec import IsoMessage, decode, encode
@@ -75,16 +74,6 @@ def hostile(pg_server: EmbeddedPostgres, template_db: str,
         yield proc
     finally:
         proc.stop()
-
-
-def metric_sum(proc: SwitchProcess, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(proc.metrics_text()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v
-                                           for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def ledger_balance(response: IsoMessage) -> int | None:
@@ -287,7 +276,7 @@ async def quiet(proc: SwitchProcess, ledger_deadline_s: float) -> None:
     """Wait until the switch has no request in flight (bounded)."""
     end = time.monotonic() + ledger_deadline_s + 10.0
     while time.monotonic() < end:
-        if await asyncio.to_thread(metric_sum, proc, "atm_switch_in_flight_requests") == 0:
+        if await asyncio.to_thread(proc.metric, "atm_switch_in_flight_requests") == 0:
             return
         await asyncio.sleep(0.2)
 
@@ -307,7 +296,7 @@ async def test_fuzz_100k_frames_server_survives_and_keeps_serving(
     await legit.one_round()   # warm up before measuring memory
     rss_before = rss_kib(proc)
     decode_errors_before = await asyncio.to_thread(
-        metric_sum, proc, "atm_switch_decode_errors_total")
+        proc.metric, "atm_switch_decode_errors_total")
 
     stats = FuzzStats()
     done = asyncio.Event()
@@ -335,7 +324,7 @@ async def test_fuzz_100k_frames_server_survives_and_keeps_serving(
     await legit.one_round()
     await legit.client.close()
     decode_errors = await asyncio.to_thread(
-        metric_sum, proc, "atm_switch_decode_errors_total") - decode_errors_before
+        proc.metric, "atm_switch_decode_errors_total") - decode_errors_before
     print(f"fuzz: {stats.delivered} hostile frames read by the server ({stats.written} "
           f"written) in {elapsed:.1f}s, {FUZZ_CONNECTIONS} at a time over "
           f"{stats.connections} connections, {stats.answers} answers, "
@@ -394,7 +383,7 @@ async def test_connection_flood_is_bounded_and_atms_keep_being_served(
     proc = hostile
     port = proc.ports["tight"]
     refused_before = await asyncio.to_thread(
-        metric_sum, proc, "atm_switch_connections_refused_total", listener="tight")
+        proc.metric, "atm_switch_connections_refused_total", listener="tight")
     legit = Legit(atm("ATM00002"), CardData(demo_pan(305), "3012"))
     await legit.client.connect("127.0.0.1", port)
     flood = [await asyncio.open_connection("127.0.0.1", port)
@@ -427,7 +416,7 @@ async def test_connection_flood_is_bounded_and_atms_keep_being_served(
             writer.transport.abort()
         await legit.client.close()
     refused = await asyncio.to_thread(
-        metric_sum, proc, "atm_switch_connections_refused_total", listener="tight")
+        proc.metric, "atm_switch_connections_refused_total", listener="tight")
     assert refused - refused_before >= 2 * TIGHT_CONNECTIONS_MAX + 1
 
 

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.embedded import EmbeddedPostgres
 from messages.codec import IsoMessage, encode
@@ -92,16 +91,6 @@ async def plain(secure: tuple[SwitchProcess, Pki]) -> AsyncIterator[AtmClient]:
 
 def cd(n: int) -> CardData:
     return CardData(pan=demo_pan(n), expiry="3012")
-
-
-def metric(proc: SwitchProcess, name: str, **labels: str) -> float:
-    total = 0.0
-    for family in text_string_to_metric_families(proc.metrics_text()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v
-                                           for k, v in labels.items()):
-                total += float(sample.value)
-    return total
 
 
 def ledger_balance(ex_response: IsoMessage) -> int | None:
@@ -190,7 +179,7 @@ async def test_wrong_pins_from_one_terminal_are_rate_limited(
     finally:
         await guesser.close()
         await other.close()
-    shed = await asyncio.to_thread(metric, proc, "atm_switch_load_shed_total",
+    shed = await asyncio.to_thread(proc.metric, "atm_switch_load_shed_total",
                                    reason="terminal_wrong_pins")
     assert shed >= 3
 
@@ -204,7 +193,7 @@ async def test_mac_verified_and_bad_mac_declined_and_counted(
     client = atm("ATM00003")
     await client.connect("127.0.0.1", proc.port)
     try:
-        before = await asyncio.to_thread(metric, proc, "atm_switch_mac_failures_total")
+        before = await asyncio.to_thread(proc.metric, "atm_switch_mac_failures_total")
         good = client.with_mac(client.balance_inquiry(cd(205), PIN), TAK)
         ex = await client.send(good)
         assert ex.code == "00"
@@ -228,7 +217,7 @@ async def test_mac_verified_and_bad_mac_declined_and_counted(
         check = await client.send(client.with_mac(client.balance_inquiry(cd(205), PIN), TAK))
         assert opening is not None
         assert ledger_balance(check.response) == opening - 2_000, "bad-MAC messages moved money"
-        after = await asyncio.to_thread(metric, proc, "atm_switch_mac_failures_total")
+        after = await asyncio.to_thread(proc.metric, "atm_switch_mac_failures_total")
         assert after - before == 4
     finally:
         await client.close()
