@@ -100,11 +100,13 @@ _CODES: dict[Decision, ResponseCode] = {
 }
 
 # Decisions an advice may still be refused with: the receiver could not record it,
-# so the acquirer must repeat it later (store and forward). Everything else about
-# an advice is acknowledged with 00: the advice states a fact, it asks nothing.
+# so the acquirer must repeat it later (store and forward), or its amounts are wrong
+# (a 0420 whose dispensed amount, 95.1, exceeds the original: 13, nothing reversed).
+# Everything else about an advice is acknowledged with 00: it states a fact, it asks
+# nothing.
 _ADVICE_REFUSALS = frozenset({
     Decision.SHED_LOAD, Decision.ISSUER_UNAVAILABLE, Decision.SYSTEM_ERROR,
-    Decision.FORMAT_ERROR, Decision.BAD_MAC,
+    Decision.FORMAT_ERROR, Decision.BAD_MAC, Decision.REVERSAL_EXCEEDS_ORIGINAL,
 })
 
 assert set(_CODES) == set(Decision), "every decision needs a response code"

@@ -95,10 +95,6 @@ OUTCOME_DECISIONS: dict[str, Decision] = {
     "KEY_STALE": Decision.SYSTEM_ERROR,
 }
 
-# Terminal declines that depend on the terminal's state, not on the request: a
-# request the ledger already answered is replayed instead (Pipeline._replayed_or).
-_STATE_DECLINES = frozenset({Decision.TERMINAL_NOT_PERMITTED, Decision.NOT_SIGNED_ON})
-
 # The answers that carry balances (field 54): an approval, and 51 (how much there is).
 # Never a PIN failure, a card-status or limit decline, or a 94: the ledger reads the
 # account whatever it decides, and balances are for the cardholder who proved the PIN.
@@ -515,38 +511,46 @@ class Pipeline:
 
     async def _authorize(self, msg: IsoMessage, raw: bytes, mti: Mti, req: TransactionRequest,
                          kind: OpKind, session: Session) -> Outcome_ | None:
+        """The networks' order: the card (15/14, then its status and expiry), the
+        terminal and acquirer (03, then 58), the MAC (63), the PIN, then the ledger
+        (limits, funds, post). The terminal is read first all the same: its MAC key
+        is needed, and it is almost always cached."""
         with self._stage("terminal"):
             terminal = await self._terminal(req.terminal_id)
-        # A terminal that exists but may not be used now (inactive, not signed on)
-        # is a state decline: decided after the MAC and the card, like the card's
-        # own state, so that a request the ledger already answered is replayed.
-        decision = self._check_terminal(terminal, req.acquirer_id, session)
-        if decision is not None and decision not in _STATE_DECLINES:
-            return Outcome_(decision)
-        assert terminal is not None
+        card: CardRecord | None = None
+        if self._settings.issuer_bins and not req.pan.digits.startswith(
+                self._settings.issuer_bins):
+            decision: Decision | None = Decision.NO_SUCH_ISSUER  # not our card: no lookup
+        else:
+            with self._stage("card"):
+                card = await self._card(req.pan.digits)
+            decision = Decision.UNKNOWN_CARD if card is None else None
+        if card is not None and kind != OpKind.COMPLETION and not mti.is_repeat:
+            decision = self._check_card(card, req.expiry, _utc_yymm())
+        if decision is None:
+            decision = self._check_terminal(terminal, req.acquirer_id, session)
+        if terminal is None:
+            return Outcome_(decision or Decision.UNKNOWN_TERMINAL)
         if terminal.mac_required:
             mac_decision = await self._verify_mac(msg, raw, terminal)
             if mac_decision is not None:
-                return Outcome_(mac_decision)
-        out = await self._authorize_verified(mti, req, kind, session, terminal, decision)
+                # A decline decided before the MAC stands; it goes unsigned (and no
+                # stored answer is replayed to a request whose MAC did not verify).
+                return Outcome_(decision or mac_decision)
+        out = await self._authorize_verified(mti, req, kind, session, terminal, card, decision)
         if out is not None and terminal.mac_required:
             out.mac_key = terminal.tak  # every answer after a verified MAC is MACed
         return out
 
     async def _authorize_verified(self, mti: Mti, req: TransactionRequest, kind: OpKind,
                                   session: Session, terminal: TerminalRecord,
+                                  card: CardRecord | None,
                                   decision: Decision | None) -> Outcome_ | None:
         """_authorize once the terminal is known and its MAC (if any) verified;
-        ``decision`` is a state decline of the terminal's, if any."""
-        if self._settings.issuer_bins and not req.pan.digits.startswith(
-                self._settings.issuer_bins):
-            return Outcome_(Decision.NO_SUCH_ISSUER)  # not our card: no lookup
-        with self._stage("card"):
-            card = await self._card(req.pan.digits)
-        if card is None:
-            return Outcome_(Decision.UNKNOWN_CARD)
-        if decision is None and kind != OpKind.COMPLETION and not mti.is_repeat:
-            decision = self._check_card(card, req.expiry, _utc_yymm())
+        ``decision`` is a decline already decided (the card's or the terminal's)."""
+        if card is None or decision == Decision.ACQUIRER_MISMATCH:
+            assert decision is not None
+            return Outcome_(decision)
         key = self._idempotency_key(req)
         original = None
         if kind == OpKind.COMPLETION:

@@ -289,6 +289,12 @@ async def test_unknown_and_inactive_terminals(switch_proc: SwitchProcess) -> Non
         try:
             ex = await client.send(client.withdrawal(card(1), 1_000, "1234"))
             assert ex.code == code, tid
+            # The networks' order: the card (14, then its status) before the terminal.
+            unknown = CardData(pan="4000000000000002", expiry="3012")
+            assert (await client.send(client.withdrawal(unknown, 1_000, "1234"))).code == "14"
+            assert (await client.send(client.withdrawal(card(2), 1_000, "1234"))).code == "41"
+            expired = client.withdrawal(card(5, expiry="2001"), 1_000, "1234")
+            assert (await client.send(expired)).code == "54"
         finally:
             await client.close()
 
@@ -408,8 +414,18 @@ async def test_reversal_without_original(atm: AtmClient) -> None:
 async def test_partial_reversal_above_original_is_13(atm: AtmClient) -> None:
     first = await atm.send(atm.withdrawal(card(17), 1_000, "1234"))
     assert first.code == "00"
+    before = balances(first.response)
     rev = await atm.send(atm.reversal(first.request, dispensed=5_000, advice=False))
     assert rev.code == "13"
+    # An advice with the same impossible amount is refused too (13), and nothing moves.
+    advice = await atm.send(atm.reversal(first.request, dispensed=5_000))
+    assert (advice.response.mti, advice.code) == ("0430", "13")
+    after = await atm.send(atm.balance_inquiry(card(17), "1234"))
+    assert balances(after.response) == before
+    # The right amount then reverses the whole withdrawal.
+    assert (await atm.send(atm.reversal(first.request))).code == "00"
+    again = await atm.send(atm.balance_inquiry(card(17), "1234"))
+    assert balances(again.response)["01"] == before["01"] + 1_000
 
 
 # -- wire variants ---------------------------------------------------------------
@@ -484,6 +500,11 @@ async def test_mac_required_terminal(switch_proc: SwitchProcess) -> None:
         assert client.with_mac(ex.response, TAK).get(64) == ex.response.get(64)
         assert (await client.send(client.with_mac(
             client.balance_inquiry(card(18), "1234"), TAK))).code == "00"
+        # The card's status comes before the MAC in the networks' order: a lost card
+        # with a bad MAC is 41, unsigned (nothing is signed for an unverified request).
+        lost = client.with_mac(client.withdrawal(card(2), 1_000, "1234"), TAK)
+        ex = await client.send(lost.with_fields({64: "0123456789ABCDEF"}))
+        assert ex.code == "41" and ex.response.get(64) is None
     finally:
         await client.close()
 
