@@ -167,3 +167,54 @@ def test_reverse_is_one_call_with_a_lean_withdrawal_path_and_downgrades(fresh_ds
     assert "ledger_reverse_body" in wrapper and "INSERT INTO hot_pending" not in wrapper
     upgrade(fresh_dsn)
     assert _reverse_definition(fresh_dsn) == current
+
+
+# One write per rule that 0009 moved from a CHECK constraint to a domain; each must be
+# refused (23514) by the database itself, with the domains and after a downgrade alike.
+_BROKEN_WRITES = (
+    "UPDATE accounts SET posted_debits = -1 WHERE id = (SELECT min(id) FROM accounts)",
+    "UPDATE accounts SET overdraft_limit = -5 WHERE id = (SELECT min(id) FROM accounts)",
+    "UPDATE accounts SET status = 'asleep' WHERE id = (SELECT min(id) FROM accounts)",
+    "UPDATE accounts SET currency = 'USD' WHERE id = (SELECT min(id) FROM accounts)",
+    "UPDATE accounts SET kind = 'piggy' WHERE id = (SELECT min(id) FROM accounts)",
+    "INSERT INTO journals (kind) VALUES ('gift')",
+    "INSERT INTO postings (journal_id, line, account_id, amount, currency) "
+    "VALUES (1, 1, 1, 0, '840')",
+    "INSERT INTO authorizations (key, kind, outcome, amount) VALUES ('k|neg', 1, 0, -1)",
+    "INSERT INTO reversals (key, is_advice, outcome, amount) VALUES ('k|neg', false, 0, -1)",
+    "INSERT INTO cards (pan_index, pan_sealed, expiry, status, pin_method) "
+    "VALUES ('\\x01', '\\x01', '3013', 'active', 'pvv')",
+    "INSERT INTO cards (pan_index, pan_sealed, expiry, status, pin_method) "
+    "VALUES ('\\x02', '\\x01', '3012', 'dormant', 'pvv')",
+    "INSERT INTO cards (pan_index, pan_sealed, expiry, status, pin_method, pin_tries) "
+    "VALUES ('\\x03', '\\x01', '3012', 'active', 'pvv', -1)",
+)
+
+
+def _refused_writes(dsn: str) -> list[str]:
+    refused = []
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO accounts (code, kind, currency, hot) "
+                     "VALUES ('RULES:1', 'checking', '840', false) ON CONFLICT DO NOTHING")
+        conn.commit()
+        for sql in _BROKEN_WRITES:
+            try:
+                conn.execute(sql)
+            except psycopg.errors.CheckViolation:
+                refused.append(sql)
+            conn.rollback()
+    return refused
+
+
+def test_value_rules_hold_as_domains_and_after_a_downgrade(fresh_dsn: str) -> None:
+    with psycopg.connect(fresh_dsn) as conn:
+        checks = conn.execute(
+            "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'c' "
+            "AND conrelid = ANY('{accounts,cards,authorizations,reversals,journals,postings}'"
+            "::regclass[])").fetchall()
+    assert checks == [], "the hot path's tables carry their rules as domains"
+    assert _refused_writes(fresh_dsn) == list(_BROKEN_WRITES)
+    command.downgrade(alembic_config(fresh_dsn), "0008")
+    assert _refused_writes(fresh_dsn) == list(_BROKEN_WRITES)
+    upgrade(fresh_dsn)
+    assert _refused_writes(fresh_dsn) == list(_BROKEN_WRITES)
