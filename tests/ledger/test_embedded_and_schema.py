@@ -135,7 +135,11 @@ def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn
     current = _authorize_definition(fresh_dsn)
     assert "rrn_tombstones" in current and "ledger_authorize_body" not in current
     assert "p_tpk IS DISTINCT FROM t_tpk" in current
+    assert "LEFT JOIN rrn_tombstones" in current, "the probe rides the card read (0010)"
     cfg = alembic_config(fresh_dsn)
+    command.downgrade(cfg, "0009")
+    probe = _authorize_definition(fresh_dsn)
+    assert "LEFT JOIN rrn_tombstones" not in probe and "EXISTS" in probe
     command.downgrade(cfg, "0006")
     merged = _authorize_definition(fresh_dsn, _ARGS_0006)
     assert "rrn_tombstones" in merged and "t_tpk" not in merged
