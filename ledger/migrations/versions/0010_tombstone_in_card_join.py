@@ -9,7 +9,9 @@ rrn_tombstones ...)``) was 4% of PostgreSQL's CPU: a statement of its own, and
 in PL/pgSQL every statement pays the executor's start-up and shut-down. The
 probe now rides the one read the function makes anyway, as a LEFT JOIN on the
 same primary key (the same SERIALIZABLE read lock, on the same rarely written
-index); a completion advice, which does not make that read, keeps its probe.
+index); a completion advice, which does not make that read, keeps its probe,
+behind a test of the kind alone (PL/pgSQL runs a condition holding a subquery
+as a query, with the executor's start-up, even when its other terms are false).
 
 The answer does not change: a request whose terminal + RRN carries a tombstone
 of the last two days is LATE_ORIGINAL, decided before anything else (the card
@@ -43,9 +45,13 @@ TOMBSTONE_WINDOW = "2 days"
 _EDITS: tuple[tuple[str, str], ...] = (
     ("LANGUAGE plpgsql VOLATILE\nSET enable_seqscan = off\n",
      "LANGUAGE plpgsql VOLATILE\nSET enable_seqscan = off\nSET enable_bitmapscan = off\n"),
+    # A condition with a subquery runs as a query whatever its other terms say:
+    # the kind is tested on its own first, so other kinds skip the query.
     ("    IF p_rrn IS NOT NULL AND EXISTS (\n",
      "    -- Other kinds probe the tombstones in the card read below.\n"
-     f"    IF p_kind = {COMPLETION} AND p_rrn IS NOT NULL AND EXISTS (\n"),
+     f"    IF p_kind <> {COMPLETION} OR p_rrn IS NULL THEN\n"
+     "        NULL;\n"
+     "    ELSIF EXISTS (\n"),
     ("    t_tpk text;\n",
      "    t_tpk text;\n    v_tombstone boolean;\n"),
     ("t.currency, t.cash_account_id, t.tpk\n",
