@@ -72,6 +72,8 @@ async def test_repeat_replays_and_mismatch_is_refused(ledger: Ledger) -> None:
     assert other.outcome is Outcome.DUPLICATE_MISMATCH and not other.replayed
     balance = await ledger.authorize(withdrawal(card, 0, kind=OpKind.BALANCE_INQUIRY))
     assert balance.ledger_balance == 49_000   # posted exactly once
+    report = await ledger.verify()            # one journal for the one approval
+    assert report.ok, report.render()
     found = await ledger.find_result(key)
     assert found is not None and found.approval_code == first.approval_code
     assert await ledger.find_result(next_key()) is None

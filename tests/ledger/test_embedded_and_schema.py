@@ -136,6 +136,7 @@ def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn
     assert "rrn_tombstones" in current and "ledger_authorize_body" not in current
     assert "p_tpk IS DISTINCT FROM t_tpk" in current
     assert "LEFT JOIN rrn_tombstones" in current, "the probe rides the card read (0010)"
+    assert "WITH claim AS" in current, "a withdrawal's claim rides its posting (0011)"
     cfg = alembic_config(fresh_dsn)
     command.downgrade(cfg, "0009")
     probe = _authorize_definition(fresh_dsn)
