@@ -29,7 +29,7 @@ class HsmResult(StrEnum):
     INVALID_PAN = "22"  # account number unusable for the PIN block or the algorithm
     PIN_BLOCK_FORMAT = "23"  # PIN block format code not supported
     PIN_LENGTH = "24"  # PIN shorter than 4 or longer than 12 digits
-    DECIMALISATION_TABLE = "25"  # decimalisation table is not 16 decimal digits
+    DECIMALISATION_TABLE = "25"  # decimalisation table not 16 digits, or not a configured one
     KEY_USAGE = "29"  # key function not permitted: the key's usage does not fit the call
     INTERNAL_ERROR = "41"  # internal software error (a bug; also logged by the caller)
     DEADLINE_EXCEEDED = "98"  # local: the call's deadline passed before it was answered

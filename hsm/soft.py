@@ -27,6 +27,7 @@ from hsm.errors import (
     KeyParityError,
     KeyUsageError,
     PinBlockError,
+    PinVerificationDataError,
 )
 from hsm.keys import (
     KEY_ENCRYPTING_USAGES,
@@ -112,12 +113,26 @@ class SoftHsm:
     """The software HSM over one master key. Synchronous and pure (no I/O)."""
 
     def __init__(
-        self, master_key: MasterKey, *, key_cache_max: int = KEY_CACHE_MAX_DEFAULT
+        self,
+        master_key: MasterKey,
+        *,
+        key_cache_max: int = KEY_CACHE_MAX_DEFAULT,
+        decimalisation_tables: Collection[str] = (pinverify.DEFAULT_DECIMALISATION_TABLE,),
     ) -> None:
+        """``decimalisation_tables``: the IBM 3624 tables this HSM accepts (a production
+        HSM keeps them as protected configuration). A caller choosing its own table
+        could learn PIN digits by varying it (the decimalisation-table attack), so a
+        table outside the set is refused (25) whatever it contains.
+
+        Raises PinVerificationDataError for a configured table that is not 16 digits.
+        """
         assert key_cache_max > 0, "key cache needs room for at least one key"
         self._master = master_key
         self._cache: dict[WrappedKey, BlockKey] = {}
         self._key_cache_max = key_cache_max
+        self._decimalisation_tables = frozenset(
+            pinverify.check_decimalisation_table(table) for table in decimalisation_tables
+        )
 
     def __repr__(self) -> str:
         return f"SoftHsm(master={self._master!r})"
@@ -326,7 +341,8 @@ class SoftHsm:
             if len(pin) < check:
                 return HsmResult.VERIFICATION_FAILED
             natural = pinverify.ibm3624_natural_pin(
-                pvk, req.decimalisation_table, self._validation(req.pan, req), len(pin)
+                pvk, self._decimalisation_table(req.decimalisation_table),
+                self._validation(req.pan, req), len(pin)
             )
             expected = pinverify.ibm3624_check_digits(natural, req.offset, check)
             actual = pin[-check:]
@@ -335,6 +351,17 @@ class SoftHsm:
         if hmac.compare_digest(expected.encode("ascii"), actual.encode("ascii")):
             return HsmResult.OK
         return HsmResult.VERIFICATION_FAILED
+
+    def _decimalisation_table(self, table: str) -> str:
+        """``table`` if it is one this HSM was configured with; raises PinVerificationDataError
+        (25) otherwise."""
+        pinverify.check_decimalisation_table(table)
+        if table not in self._decimalisation_tables:
+            raise PinVerificationDataError(
+                "decimalisation table is not one this HSM is configured with",
+                HsmResult.DECIMALISATION_TABLE,
+            )
+        return table
 
     @staticmethod
     def _validation(pan: str, req: PinVerification | None = None,
@@ -369,7 +396,7 @@ class SoftHsm:
         pinblock.check_pan(pan)
         key = self._block_key(pvk, (KeyUsage.PVK,))
         natural = pinverify.ibm3624_natural_pin(
-            key, decimalisation_table,
+            key, self._decimalisation_table(decimalisation_table),
             self._validation(pan, validation_data=validation_data, pad_char=pad_char), len(pin),
         )
         check = pin_check_length if pin_check_length is not None else len(pin)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from hsm import pinblock, pinverify
 from hsm._crypto import BlockKey
 from hsm.errors import HsmError, KeyParityError, PinVerificationDataError
-from hsm.keys import KeyAlgorithm, KeyUsage, WrappedKey
+from hsm.keys import KeyAlgorithm, KeyUsage, MasterKey, WrappedKey
+from hsm.pinverify import DEFAULT_DECIMALISATION_TABLE
 from hsm.results import HsmResult
 from hsm.soft import PinVerification, SoftHsm
 from hsm.terminal import encrypt_pin_block
@@ -268,3 +269,23 @@ def test_pin_verification_repr_hides_secrets(tpk: WrappedKey, pvk: WrappedKey) -
     for secret in (block, "4000001234562", "2298", "5170", TDES_KEY_HEX):
         assert secret not in text
     assert "400000***4562" in text or "400000" in text
+
+
+def test_only_configured_decimalisation_tables(master: MasterKey, pvk: WrappedKey,
+                                               tpk: WrappedKey) -> None:
+    """A caller may not pick its own table (the decimalisation-table attack learns PIN
+    digits by varying it): only the tables the HSM was set up with are accepted."""
+    other = "9876543210987654"
+    default = SoftHsm(master)
+    with pytest.raises(PinVerificationDataError) as info:
+        default.generate_ibm3624_offset(pvk, PAN, "1234", decimalisation_table=other)
+    assert info.value.result is HsmResult.DECIMALISATION_TABLE
+    both = SoftHsm(master, decimalisation_tables=(DEFAULT_DECIMALISATION_TABLE, other))
+    offset = both.generate_ibm3624_offset(pvk, PAN, "1234", decimalisation_table=other)
+    block = encrypt_pin_block(TDES_KEY_HEX, "1234", PAN)
+    req = PinVerification(block, PAN, 0, tpk, "ibm3624", pvk, offset=offset,
+                          decimalisation_table=other)
+    assert both.verify_pin(req) is HsmResult.OK
+    assert default.verify_pin(req) is HsmResult.DECIMALISATION_TABLE
+    with pytest.raises(PinVerificationDataError):
+        SoftHsm(master, decimalisation_tables=("0123",))
