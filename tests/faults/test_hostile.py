@@ -13,12 +13,12 @@ import pytest
 
 from ledger.embedded import EmbeddedPostgres
 from messages.codec import IsoMessage, decode, encode
-from messages.fields import AmountType, parse_additional_amounts
 from messages.profiles import ASCII
 from switch.atm import AtmClient, AtmError, CardData
 from switch.demo import demo_pan
 from tests.conftest import new_database
 from tests.e2e.harness import SwitchProcess, card, free_port, run_cli, terminal
+from tests.faults.bank import ledger_balance
 from tests.faults.conftest import atm, provision, rss_kib
 from tests.faults.fuzz import FrameFuzzer, base_messages, encoded
 
@@ -74,14 +74,6 @@ def hostile(pg_server: EmbeddedPostgres, template_db: str,
         yield proc
     finally:
         proc.stop()
-
-
-def ledger_balance(response: IsoMessage) -> int | None:
-    text = response.get(54)
-    for block in parse_additional_amounts(text) if text else ():
-        if block.amount_type == AmountType.LEDGER:
-            return block.amount
-    return None
 
 
 @dataclass

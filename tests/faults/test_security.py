@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from ledger.embedded import EmbeddedPostgres
-from messages.codec import IsoMessage, encode
-from messages.fields import AmountType, parse_additional_amounts
+from messages.codec import encode
 from messages.profiles import ASCII
 from switch.atm import AtmClient, AtmError, CardData
 from switch.demo import demo_pan
 from tests.conftest import new_database
 from tests.e2e.harness import TAK, SwitchProcess, card, free_port, run_cli, terminal
+from tests.faults.bank import ledger_balance
 from tests.faults.certs import Pki, make_pki
 from tests.faults.conftest import atm, provision
 
@@ -91,14 +91,6 @@ async def plain(secure: tuple[SwitchProcess, Pki]) -> AsyncIterator[AtmClient]:
 
 def cd(n: int) -> CardData:
     return CardData(pan=demo_pan(n), expiry="3012")
-
-
-def ledger_balance(ex_response: IsoMessage) -> int | None:
-    text = ex_response.get(54)
-    for block in parse_additional_amounts(text) if text else ():
-        if block.amount_type == AmountType.LEDGER:
-            return block.amount
-    return None
 
 
 # -- PIN try limit ---------------------------------------------------------------
