@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -67,11 +67,13 @@ class PinVerification:
     """One PIN check. The repr hides the PIN block and masks the PAN.
 
     ``method`` "pvv" needs ``pvki`` and ``pvv``; "ibm3624" needs ``offset`` and takes
-    ``decimalisation_table``, ``pin_check_length`` (default: the offset length) and
-    ``validation_data`` (hex, default: the PAN's leftmost 16 digits) padded with
-    ``pad_char`` to 16 digits. ``tpk`` is the key the PIN block is under (TPK or ZPK);
-    with a ``ksn`` it is instead the DUKPT BDK the terminal's key derives from
-    (``dukpt_key_algorithm``: see :meth:`SoftHsm.translate_pin`).
+    ``decimalisation_table`` (default: the HSM's own, the first it was configured
+    with; another must be one of its configured tables), ``pin_check_length``
+    (default: the offset length) and ``validation_data`` (hex, default: the PAN's
+    leftmost 16 digits) padded with ``pad_char`` to 16 digits. ``tpk`` is the key the
+    PIN block is under (TPK or ZPK); with a ``ksn`` it is instead the DUKPT BDK the
+    terminal's key derives from (``dukpt_key_algorithm``: see
+    :meth:`SoftHsm.translate_pin`).
     """
 
     pin_block_hex: str = field(repr=False)
@@ -83,9 +85,7 @@ class PinVerification:
     pvki: str | None = None
     pvv: str | None = field(default=None, repr=False)
     offset: str | None = field(default=None, repr=False)
-    decimalisation_table: str = field(
-        default=pinverify.DEFAULT_DECIMALISATION_TABLE, repr=False
-    )
+    decimalisation_table: str | None = field(default=None, repr=False)  # None: the HSM's
     pin_check_length: int | None = None
     validation_data: str | None = field(default=None, repr=False)
     pad_char: str = "F"
@@ -117,15 +117,20 @@ class SoftHsm:
         master_key: MasterKey,
         *,
         key_cache_max: int = KEY_CACHE_MAX_DEFAULT,
-        decimalisation_tables: Collection[str] = (pinverify.DEFAULT_DECIMALISATION_TABLE,),
+        decimalisation_tables: Sequence[str] = (pinverify.DEFAULT_DECIMALISATION_TABLE,),
     ) -> None:
         """``decimalisation_tables``: the IBM 3624 tables this HSM accepts (a production
-        HSM keeps them as protected configuration). A caller choosing its own table
-        could learn PIN digits by varying it (the decimalisation-table attack), so a
-        table outside the set is refused (25) whatever it contains.
+        HSM keeps them as protected configuration); the first is used when a caller
+        names none. A caller choosing its own table could learn PIN digits by varying
+        it (the decimalisation-table attack), so a table outside the set is refused
+        (25) whatever it contains.
 
         Raises PinVerificationDataError for a configured table that is not 16 digits.
         """
+        if not decimalisation_tables:
+            raise PinVerificationDataError(
+                "at least one decimalisation table is needed", HsmResult.DECIMALISATION_TABLE
+            )
         assert key_cache_max > 0, "key cache needs room for at least one key"
         self._master = master_key
         self._cache: dict[WrappedKey, BlockKey] = {}
@@ -133,6 +138,7 @@ class SoftHsm:
         self._decimalisation_tables = frozenset(
             pinverify.check_decimalisation_table(table) for table in decimalisation_tables
         )
+        self._decimalisation_table_default = decimalisation_tables[0]
 
     def __repr__(self) -> str:
         return f"SoftHsm(master={self._master!r})"
@@ -352,9 +358,11 @@ class SoftHsm:
             return HsmResult.OK
         return HsmResult.VERIFICATION_FAILED
 
-    def _decimalisation_table(self, table: str) -> str:
-        """``table`` if it is one this HSM was configured with; raises PinVerificationDataError
-        (25) otherwise."""
+    def _decimalisation_table(self, table: str | None) -> str:
+        """``table`` if it is one this HSM was configured with (None: its default);
+        raises PinVerificationDataError (25) otherwise."""
+        if table is None:
+            return self._decimalisation_table_default
         pinverify.check_decimalisation_table(table)
         if table not in self._decimalisation_tables:
             raise PinVerificationDataError(
@@ -383,7 +391,7 @@ class SoftHsm:
         pan: str,
         pin: str,
         *,
-        decimalisation_table: str = pinverify.DEFAULT_DECIMALISATION_TABLE,
+        decimalisation_table: str | None = None,
         pin_check_length: int | None = None,
         validation_data: str | None = None,
         pad_char: str = "F",

@@ -16,7 +16,6 @@ import signal
 from dataclasses import dataclass, field
 
 from hsm.interface import AsyncSoftHsm
-from hsm.soft import SoftHsm
 from ledger.database import resolve_dsn
 from ledger.embedded import EmbeddedPostgres
 from ledger.errors import LedgerError, SchemaOutdated
@@ -117,7 +116,7 @@ class SwitchApp:
             db = await asyncio.to_thread(open_database, config)
         self._db = db
         self._ledger = await open_ledger(config, db, secrets, self.metrics)
-        hsm = AsyncSoftHsm(SoftHsm(secrets.master))
+        hsm = AsyncSoftHsm(secrets.hsm())
         pipeline = Pipeline(self._ledger, hsm, secrets.pvk, self.metrics, PipelineSettings(
             pin_tries_max=config.pin_tries_max,
             pin_format_error_counts=config.pin_format_error_counts,

@@ -188,14 +188,13 @@ async def _serve(config: SwitchConfig, before: Callable[..., Awaitable[None]] | 
 
 
 async def _demo(config: SwitchConfig) -> int:
-    from hsm.soft import SoftHsm
     from switch.demo import demo_data
     from switch.provisioning import provision
 
     data = demo_data()
 
     async def load(ledger: Any, secrets: Any, db: Any) -> int:
-        await provision(ledger, SoftHsm(secrets.master), secrets.pvk, data,
+        await provision(ledger, secrets.hsm(), secrets.pvk, data,
                         secrets.data_key)
         return EXIT_OK
 
@@ -243,13 +242,12 @@ def _demo_banner(data: dict[str, Any], host: str, port: int, mhost: str, mport: 
 
 
 async def _provision(config: SwitchConfig, path: Path) -> int:
-    from hsm.soft import SoftHsm
     from switch.provisioning import load_file, provision
 
     data = load_file(path)
 
     async def work(ledger: Any, secrets: Any, db: Any) -> int:
-        summary = await provision(ledger, SoftHsm(secrets.master), secrets.pvk, data,
+        summary = await provision(ledger, secrets.hsm(), secrets.pvk, data,
                         secrets.data_key)
         print(f"provisioned {summary.terminals} terminals and {summary.cards} cards")
         return EXIT_OK

@@ -121,6 +121,9 @@ class SwitchConfig:
     master_key_file: str | None = None
     data_key_hex: str | None = field(default=None, repr=False)
     pvk_text: str | None = field(default=None, repr=False)
+    # The issuer's IBM 3624 decimalisation table (offsets are made and verified under
+    # it; the HSM accepts no other).
+    decimalisation_table: str = "0123456789012345"
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -145,6 +148,10 @@ class SwitchConfig:
         _positive("security.pin_tries_max", self.pin_tries_max)
         _positive("security.terminal_wrong_pins_max", self.terminal_wrong_pins_max)
         _positive("security.terminal_wrong_pin_window_s", self.terminal_wrong_pin_window_s)
+        table = self.decimalisation_table
+        if not (isinstance(table, str) and len(table) == 16 and table.isdigit()
+                and table.isascii()):
+            raise ConfigError("security.decimalisation_table must be 16 decimal digits")
         for prefix in self.issuer_bins:
             if not (prefix.isdigit() and 4 <= len(prefix) <= 11):
                 raise ConfigError("business.issuer_bins: each entry is 4 to 11 digits")
@@ -190,7 +197,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "security": {"pin_tries_max": "pin_tries_max", "master_key_file": "master_key_file",
                  "pin_format_error_counts": "pin_format_error_counts", "pvk": "pvk_text",
                  "terminal_wrong_pins_max": "terminal_wrong_pins_max",
-                 "terminal_wrong_pin_window_s": "terminal_wrong_pin_window_s"},
+                 "terminal_wrong_pin_window_s": "terminal_wrong_pin_window_s",
+                 "decimalisation_table": "decimalisation_table"},
     "business": {"timezone": "business_tz", "fold_interval_s": "fold_interval_s",
                  "unmatched_reversal_code": "unmatched_reversal_code",
                  "issuer_bins": "issuer_bins",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from hsm.errors import HsmError
 from hsm.keys import KeyAlgorithm, KeyUsage, MasterKey, WrappedKey
+from hsm.pinverify import DEFAULT_DECIMALISATION_TABLE
 from hsm.soft import SoftHsm
 from switch.config import ConfigError, SwitchConfig
 
@@ -31,9 +32,15 @@ class Secrets:
     data_key: bytes
     pvk: WrappedKey
     demo: bool
+    # The issuer's IBM 3624 decimalisation table: the only one the HSM accepts.
+    decimalisation_table: str = DEFAULT_DECIMALISATION_TABLE
 
     def __repr__(self) -> str:
         return f"Secrets(master={self.master!r}, pvk={self.pvk!r}, demo={self.demo})"
+
+    def hsm(self) -> SoftHsm:
+        """The soft-HSM over the master key, with the issuer's decimalisation table."""
+        return SoftHsm(self.master, decimalisation_tables=(self.decimalisation_table,))
 
 
 def load_secrets(config: SwitchConfig) -> Secrets:
@@ -64,7 +71,8 @@ def load_secrets(config: SwitchConfig) -> Secrets:
     except HsmError as exc:
         raise ConfigError(f"PVK: {exc}") from None
     demo = master.is_demo or not config.data_key_hex or not config.pvk_text
-    return Secrets(master=master, data_key=data_key, pvk=pvk, demo=demo)
+    return Secrets(master=master, data_key=data_key, pvk=pvk, demo=demo,
+                   decimalisation_table=config.decimalisation_table)
 
 
 def warn_if_demo(secrets: Secrets) -> None:

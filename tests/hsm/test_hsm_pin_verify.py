@@ -287,5 +287,10 @@ def test_only_configured_decimalisation_tables(master: MasterKey, pvk: WrappedKe
                           decimalisation_table=other)
     assert both.verify_pin(req) is HsmResult.OK
     assert default.verify_pin(req) is HsmResult.DECIMALISATION_TABLE
+    # The first configured table is the one used when the caller names none.
+    issuer = SoftHsm(master, decimalisation_tables=(other,))
+    assert issuer.generate_ibm3624_offset(pvk, PAN, "1234") == offset
+    unnamed = PinVerification(block, PAN, 0, tpk, "ibm3624", pvk, offset=offset)
+    assert issuer.verify_pin(unnamed) is HsmResult.OK
     with pytest.raises(PinVerificationDataError):
         SoftHsm(master, decimalisation_tables=("0123",))

@@ -4,7 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from hsm.errors import PinVerificationDataError
+from hsm.keys import KeyAlgorithm, KeyUsage
 from switch.config import ConfigError, load_config
+from switch.keys import load_secrets
 
 
 def test_defaults_are_valid() -> None:
@@ -55,6 +58,8 @@ listen = "127.0.0.1:9100"
         ("[[listeners]]\nlisten = 'nohost'\n", "HOST:PORT"),
         ("[business]\nunmatched_reversal_code = '05'\n", "unmatched_reversal_code"),
         ("[business]\nissuer_bins = ['47x173']\n", "issuer_bins"),
+        ("[security]\ndecimalisation_table = '0123456789ABCDEF'\n", "decimalisation_table"),
+        ("[security]\ndecimalisation_table = '012345'\n", "decimalisation_table"),
     ],
 )
 def test_invalid_settings_are_named(tmp_path: Path, text: str, fragment: str) -> None:
@@ -90,3 +95,21 @@ def test_issuer_bins_from_the_file_or_the_environment(tmp_path: Path) -> None:
     path = tmp_path / "switch.toml"
     path.write_text("[business]\nissuer_bins = ['476173', '41111111']\n", encoding="utf-8")
     assert load_config(path, environ={}).issuer_bins == ("476173", "41111111")
+
+
+def test_the_issuers_decimalisation_table_reaches_the_hsm(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).decimalisation_table == "0123456789012345"
+    path = tmp_path / "switch.toml"
+    path.write_text("[security]\ndecimalisation_table = '9876543210987654'\n",
+                    encoding="utf-8")
+    secrets = load_secrets(load_config(path, environ={}))
+    standard = load_secrets(load_config(None, environ={}))
+    pvk = standard.hsm().import_clear_key(KeyUsage.PVK, KeyAlgorithm.TDES2, "0123456789ABCDEF"
+                                          "FEDCBA9876543210")
+    # Offsets made under the issuer's table; the standard table is not accepted there.
+    mine = secrets.hsm().generate_ibm3624_offset(pvk, "4761739001010010", "1234")
+    theirs = standard.hsm().generate_ibm3624_offset(pvk, "4761739001010010", "1234")
+    assert mine != theirs
+    with pytest.raises(PinVerificationDataError):
+        secrets.hsm().generate_ibm3624_offset(pvk, "4761739001010010", "1234",
+                                              decimalisation_table="0123456789012345")
