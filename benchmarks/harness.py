@@ -632,7 +632,8 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
     if not verify_ok:
         return EXIT_FAILED
     if results["errors"] and not args.allow_errors:
-        print(f"atm-switch bench: the ATMs saw {results['errors']} errors", file=sys.stderr)
+        print(f"atm-switch bench: the ATMs saw {results['errors']} errors "
+              f"({_errors_by_phase(phases)})", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -786,6 +787,18 @@ def _other_pct(phase: dict[str, Any]) -> float | None:
     if other is None:
         return None
     return round(100.0 * other / (phase["duration_s"] * (os.cpu_count() or 1)), 1)
+
+
+def _errors_by_phase(phases: list[dict[str, Any]]) -> str:
+    """Where the errors were, with the other processes' share of the machine then: a
+    busy neighbour (or a command run meanwhile) is the first thing to rule out."""
+    parts = []
+    for phase in phases:
+        if phase.get("errors"):
+            other = _other_pct(phase)
+            load = "" if other is None else f", other processes {other:.0f}% of all cores"
+            parts.append(f"{phase['name']}: {phase['errors']}{load}")
+    return "; ".join(parts) or "no phase counted them"
 
 
 def _targets(head: dict[str, Any], open_phases: list[dict[str, Any]]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import report
+from benchmarks.harness import _errors_by_phase
 from benchmarks.loadgen import Recorder, decode_histogram, encode_histogram, merge_results
 from benchmarks.pgbench import PgbenchError, parse_output
 from benchmarks.probes import counter_delta, histogram_means, parse_counters
@@ -246,3 +247,14 @@ def test_git_commit_names_local_changes(tmp_path: Path) -> None:
     assert report.git_commit(tmp_path) == clean, "a new result is not a code change"
     (tmp_path / "f.txt").write_text("two\n")
     assert report.git_commit(tmp_path) == f"{clean}-dirty"
+
+
+def test_a_failed_run_says_where_its_errors_were_and_how_busy_the_machine_was() -> None:
+    phases = [
+        {"name": "closed-32", "errors": 0, "other_cpu_s": 0.1, "duration_s": 20.0},
+        {"name": "open-862tps@1M", "errors": 906, "other_cpu_s": 12.7, "duration_s": 20.0},
+    ]
+    text = _errors_by_phase(phases)
+    assert text.startswith("open-862tps@1M: 906, other processes ")
+    assert "closed-32" not in text
+    assert _errors_by_phase(phases[:1]) == "no phase counted them"
