@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hsm.errors import PinVerificationDataError
+from hsm.pinverify import DEFAULT_DECIMALISATION_TABLE, check_decimalisation_table
+
 PROFILES = ("ascii", "binary")
 LENGTH_HEADERS = ("binary2", "ascii4")
 PIN_BLOCK_FORMATS = (0, 1, 3, 4)
@@ -123,7 +126,7 @@ class SwitchConfig:
     pvk_text: str | None = field(default=None, repr=False)
     # The issuer's IBM 3624 decimalisation table (offsets are made and verified under
     # it; the HSM accepts no other).
-    decimalisation_table: str = "0123456789012345"
+    decimalisation_table: str = DEFAULT_DECIMALISATION_TABLE
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -148,10 +151,10 @@ class SwitchConfig:
         _positive("security.pin_tries_max", self.pin_tries_max)
         _positive("security.terminal_wrong_pins_max", self.terminal_wrong_pins_max)
         _positive("security.terminal_wrong_pin_window_s", self.terminal_wrong_pin_window_s)
-        table = self.decimalisation_table
-        if not (isinstance(table, str) and len(table) == 16 and table.isdigit()
-                and table.isascii()):
-            raise ConfigError("security.decimalisation_table must be 16 decimal digits")
+        try:
+            check_decimalisation_table(self.decimalisation_table)
+        except PinVerificationDataError:
+            raise ConfigError("security.decimalisation_table must be 16 decimal digits") from None
         for prefix in self.issuer_bins:
             if not (prefix.isdigit() and 4 <= len(prefix) <= 11):
                 raise ConfigError("business.issuer_bins: each entry is 4 to 11 digits")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from hsm.errors import HsmError
 from hsm.keys import KeyAlgorithm, KeyUsage, MasterKey, WrappedKey
-from hsm.pinverify import DEFAULT_DECIMALISATION_TABLE
 from hsm.soft import SoftHsm
 from switch.config import ConfigError, SwitchConfig
 
@@ -33,7 +32,7 @@ class Secrets:
     pvk: WrappedKey
     demo: bool
     # The issuer's IBM 3624 decimalisation table: the only one the HSM accepts.
-    decimalisation_table: str = DEFAULT_DECIMALISATION_TABLE
+    decimalisation_table: str
 
     def __repr__(self) -> str:
         return f"Secrets(master={self.master!r}, pvk={self.pvk!r}, demo={self.demo})"
