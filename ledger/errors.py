@@ -46,6 +46,10 @@ class RetriesExhausted(LedgerError):
         self.attempts = attempts
         self.sqlstate = sqlstate
 
+    def __reduce__(self) -> tuple[type[RetriesExhausted], tuple[int, str]]:
+        # Crosses process boundaries (the benchmark's worker processes) intact.
+        return (RetriesExhausted, (self.attempts, self.sqlstate))
+
 
 class SchemaOutdated(LedgerError):
     """The database schema is not at the migrations' head revision."""

@@ -88,28 +88,34 @@ _REVERSE_SQL = "SELECT * FROM ledger_reverse($1, $2, $3, $4, $5, $6, $7)"
 # amount column; the other columns are NULL. Negative, so never an OpKind.
 REVERSAL_KIND = -1
 REVERSAL_ADVICE_KIND = -2
-# Group commit (ledger.batch): one function call per row, in arrival order, in
-# one statement and so one SERIALIZABLE transaction. Each row's kind picks the
-# function: the other branch's WHERE depends only on the row, so PostgreSQL
-# makes it a one-time filter and never calls that function.
+# Group commit (ledger.batch): the batch's operations in arrival order, in one
+# statement and so one SERIALIZABLE transaction. ledger_authorize_batch (migration
+# 0012) decides and posts runs of plain withdrawals and balance inquiries in one
+# statement per run and calls ledger_authorize or ledger_reverse (a row of kind
+# REVERSAL_KIND/REVERSAL_ADVICE_KIND) for every other operation; it returns one
+# row per operation with its position ``n``.
 _AUTHORIZE_MANY_SQL = (
-    "SELECT r.* FROM unnest($1::smallint[], $2::text[], $3::bytea[], $4::bigint[], "
-    "$5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], $10::bigint[], "
-    "$11::text[], $12::text[], $13::integer[], $14::text[], $15::text[], $16::text[], "
-    "$17::date[], $18::timestamptz[], $19::text[]) WITH ORDINALITY AS a(kind, key, digest, "
-    "card_id, terminal_id, from_type, to_type, amount, currency, fee, rrn, pin_check, "
-    "tries_max, orig_key, orig_terminal, orig_rrn, business_date, hold_expires_at, pin_key, n) "
-    "CROSS JOIN LATERAL ("
-    "SELECT * FROM ledger_authorize(a.kind, a.key, a.digest, a.card_id, a.terminal_id, "
-    "a.from_type, a.to_type, a.amount, a.currency, a.fee, a.rrn, a.pin_check, a.tries_max, "
-    "a.orig_key, a.orig_terminal, a.orig_rrn, a.business_date, a.hold_expires_at, a.pin_key) "
-    "WHERE a.kind >= 0 "
-    "UNION ALL "
-    "SELECT * FROM ledger_reverse(a.key, a.digest, a.orig_key, a.orig_terminal, a.orig_rrn, "
-    "a.amount, a.kind = -2) WHERE a.kind < 0"
-    ") AS r ORDER BY a.n"
+    "SELECT * FROM ledger_authorize_batch($1::smallint[], $2::text[], $3::bytea[], "
+    "$4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], "
+    "$10::bigint[], $11::text[], $12::text[], $13::integer[], $14::text[], $15::text[], "
+    "$16::text[], $17::date[], $18::timestamptz[], $19::text[]) ORDER BY n"
 )
-assert f"a.kind = {REVERSAL_ADVICE_KIND})" in _AUTHORIZE_MANY_SQL
+
+
+def one_call(args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """One row of a group commit as a call of its own: the statement and its arguments."""
+    kind = args[0]
+    if kind >= 0:
+        return _AUTHORIZE_SQL, args
+    key, digest, dispensed, orig_key, orig_terminal, orig_rrn = (
+        args[1], args[2], args[7], args[13], args[14], args[15])
+    return _REVERSE_SQL, (key, digest, orig_key, orig_terminal, orig_rrn, dispensed,
+                          kind == REVERSAL_ADVICE_KIND)
+
+
+def batch_columns(batch: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """A group commit's rows as the arrays _AUTHORIZE_MANY_SQL takes."""
+    return [list(column) for column in zip(*batch, strict=True)]
 
 # A card with its account types, by PAN index; the batch form takes an array of
 # indexes and returns the cards found, in any order. Card lookups that miss the
@@ -383,32 +389,39 @@ class Ledger:
 
     async def authorize(self, op: Operation) -> Result:
         """Apply (or replay) one operation in one round trip; see ledger.model.Operation."""
-        _check_operation(op)
-        now = self._clock()
-        key, ref, orig_key = _key_texts(op, now)
-        args = (
-            int(op.kind), key, operation_digest(op, orig_key), op.card_id, op.key.terminal_id,
-            op.from_account_type, op.to_account_type, op.amount, op.currency, op.fee, op.rrn,
-            op.pin_check, op.pin_tries_max, orig_key, ref.terminal_id, ref.rrn,
-            self._business_date(now), now + timedelta(seconds=self._settings.hold_ttl_s),
-            op.pin_key if op.pin_check == "wrong" else None,
-        )
+        args = self.operation_args(op)
         async with self._card_locks[op.card_id % CARD_LOCK_STRIPES]:
             row = await self._batcher.submit(args)
         return _result(row)
 
     async def reverse(self, op: ReversalOp) -> Result:
         """Reverse (fully or partly) or void the original, at most once; see ReversalOp."""
-        if op.amount_dispensed is not None and op.amount_dispensed < 0:
-            raise InvalidOperation("amount dispensed is never negative")
+        row = await self._batcher.submit(self.operation_args(op))
+        return _result(row)
+
+    def operation_args(self, op: Operation | ReversalOp) -> tuple[Any, ...]:
+        """The operation as one row of a group commit (see _AUTHORIZE_MANY_SQL).
+        Raises InvalidOperation."""
+        if isinstance(op, ReversalOp):
+            if op.amount_dispensed is not None and op.amount_dispensed < 0:
+                raise InvalidOperation("amount dispensed is never negative")
+        else:
+            _check_operation(op)
         now = self._clock()
         key, ref, orig_key = _key_texts(op, now)
-        dispensed = op.amount_dispensed or None   # 0 means nothing dispensed: full reversal
-        kind = REVERSAL_ADVICE_KIND if op.is_advice else REVERSAL_KIND
-        args = (kind, key, reversal_digest(op, orig_key), None, None, None, None, dispensed,
-                None, None, None, None, None, orig_key, ref.terminal_id, ref.rrn, None, None, None)
-        row = await self._batcher.submit(args)
-        return _result(row)
+        if isinstance(op, ReversalOp):
+            dispensed = op.amount_dispensed or None   # 0: nothing dispensed, full reversal
+            kind = REVERSAL_ADVICE_KIND if op.is_advice else REVERSAL_KIND
+            return (kind, key, reversal_digest(op, orig_key), None, None, None, None, dispensed,
+                    None, None, None, None, None, orig_key, ref.terminal_id, ref.rrn, None,
+                    None, None)
+        return (
+            int(op.kind), key, operation_digest(op, orig_key), op.card_id, op.key.terminal_id,
+            op.from_account_type, op.to_account_type, op.amount, op.currency, op.fee, op.rrn,
+            op.pin_check, op.pin_tries_max, orig_key, ref.terminal_id, ref.rrn,
+            self._business_date(now), now + timedelta(seconds=self._settings.hold_ttl_s),
+            op.pin_key if op.pin_check == "wrong" else None,
+        )
 
     async def find_result(self, key: IdempotencyKey) -> Result | None:
         """The stored answer for ``key`` (an authorization or a reversal), or None.
@@ -664,13 +677,7 @@ class Ledger:
 
     async def _apply_one(self, args: tuple[Any, ...]) -> asyncpg.Record:
         """One batch row alone (a batch of one, or the one-by-one fallback)."""
-        kind = args[0]
-        if kind >= 0:
-            return await self._call(_AUTHORIZE_SQL, args)
-        key, digest, dispensed, orig_key, orig_terminal, orig_rrn = (
-            args[1], args[2], args[7], args[13], args[14], args[15])
-        return await self._call(_REVERSE_SQL, (key, digest, orig_key, orig_terminal, orig_rrn,
-                                               dispensed, kind == REVERSAL_ADVICE_KIND))
+        return await self._call(*one_call(args))
 
     async def _card_one(self, args: tuple[Any, ...]) -> asyncpg.Record | None:
         return await self._read(_CARD_SQL, *args)
@@ -683,8 +690,8 @@ class Ledger:
         return rows
 
     async def _authorize_many(self, batch: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
-        columns = [list(column) for column in zip(*batch, strict=True)]
-        rows: list[asyncpg.Record] = await self._call(_AUTHORIZE_MANY_SQL, columns, many=True)
+        rows: list[asyncpg.Record] = await self._call(_AUTHORIZE_MANY_SQL, batch_columns(batch),
+                                                      many=True)
         return rows
 
     async def _call(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:

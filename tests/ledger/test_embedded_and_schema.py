@@ -131,6 +131,13 @@ def _authorize_definition(dsn: str, args: str = _ARGS) -> str:
     return str(row[0])
 
 
+def _has_batch_function(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT to_regproc('ledger_authorize_batch') IS NOT NULL").fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
 def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn: str) -> None:
     current = _authorize_definition(fresh_dsn)
     assert "rrn_tombstones" in current and "ledger_authorize_body" not in current
@@ -138,6 +145,10 @@ def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn
     assert "LEFT JOIN rrn_tombstones" in current, "the probe rides the card read (0010)"
     assert "WITH claim AS" in current, "a withdrawal's claim rides its posting (0011)"
     cfg = alembic_config(fresh_dsn)
+    assert _has_batch_function(fresh_dsn), "group commits call ledger_authorize_batch (0012)"
+    command.downgrade(cfg, "0011")
+    assert not _has_batch_function(fresh_dsn)
+    assert _authorize_definition(fresh_dsn) == current, "0012 leaves ledger_authorize as it is"
     command.downgrade(cfg, "0009")
     probe = _authorize_definition(fresh_dsn)
     assert "LEFT JOIN rrn_tombstones" not in probe and "EXISTS" in probe
@@ -149,6 +160,7 @@ def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn
     assert "rrn_tombstones" in wrapper and "ledger_authorize_body" in wrapper
     upgrade(fresh_dsn)
     assert _authorize_definition(fresh_dsn) == current
+    assert _has_batch_function(fresh_dsn)
 
 
 _REVERSE_ARGS = "text, bytea, text, text, text, bigint, boolean"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,6 +60,9 @@ async def test_retries_are_bounded(ledger: Ledger, fresh_dsn: str) -> None:
     finally:
         await strict.close()
     assert (caught.value.attempts, caught.value.sqlstate) == (1, "40001")
+    # It crosses a process boundary whole (the benchmark's workers report it).
+    copy = pickle.loads(pickle.dumps(caught.value))  # noqa: S301 (our own bytes)
+    assert (copy.attempts, copy.sqlstate, str(copy)) == (1, "40001", str(caught.value))
 
 
 async def test_unreachable_database_is_ledger_unavailable() -> None:
