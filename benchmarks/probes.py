@@ -22,11 +22,13 @@ COUNTERS = (
     "atm_switch_load_shed_total",
     "atm_switch_decode_errors_total",
     "atm_switch_hsm_errors_total",
+    "atm_switch_ledger_set_wise_operations_total",
 )
 # Histograms whose mean over a window the report shows, per label value (stage) or whole.
 STAGE_HISTOGRAM = "atm_switch_authorization_duration_seconds"
 BATCH_HISTOGRAM = "atm_switch_ledger_batch_operations"
 GC_HISTOGRAM = "atm_switch_gc_pause_seconds"
+SET_WISE_COUNTER = "atm_switch_ledger_set_wise_operations_total"
 _HISTOGRAMS = (STAGE_HISTOGRAM, BATCH_HISTOGRAM, GC_HISTOGRAM)
 
 
@@ -57,7 +59,8 @@ def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, floa
 
 def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
     """From a counter delta: mean milliseconds per pipeline stage (`stage_ms`), mean
-    operations per group-commit batch (`batch_operations`) and the switch's full
+    operations per group-commit batch (`batch_operations`), the share of those
+    operations decided set-wise (`set_wise_share`) and the switch's full
     (generation 2) garbage collections with their mean pause (`gc_full`,
     `gc_full_pause_ms`) over the window."""
     if delta is None:
@@ -75,6 +78,8 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
             count = delta.get(f"{BATCH_HISTOGRAM}_count", 0.0)
             if count > 0:
                 means["batch_operations"] = round(total / count, 2)
+            if total > 0 and SET_WISE_COUNTER in delta:
+                means["set_wise_share"] = round(delta[SET_WISE_COUNTER] / total, 3)
         elif name == f"{GC_HISTOGRAM}_sum" and stage == "2":
             count = delta.get(f"{GC_HISTOGRAM}_count:2", 0.0)
             means["gc_full"] = count

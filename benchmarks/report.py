@@ -175,6 +175,8 @@ def stage_line(phase: dict[str, Any]) -> str:
         text += f"; p99 of total <= {means['total_p99_le_ms']:g} ms"
     if "batch_operations" in means:
         text += f"; {means['batch_operations']:.1f} operations per group commit"
+        if "set_wise_share" in means:
+            text += f" ({means['set_wise_share']:.0%} of them set-wise)"
     if phase.get("ledger_transactions_per_auth") is not None:
         text += f"; {phase['ledger_transactions_per_auth']:.3f} database transactions per request"
     if "gc_full" in means:

@@ -161,6 +161,7 @@ class HasDigits(Protocol):
 
 OnRetry = Callable[[str], None]
 OnBatch = Callable[[int], None]
+OnSetWise = Callable[[int], None]
 Clock = Callable[[], datetime]
 
 
@@ -300,8 +301,10 @@ class Ledger:
     def __init__(self, pool: ConnectionPool, vault: PanVault, settings: _Settings,
                  on_retry: OnRetry | None, clock: Clock,
                  read_pool: ConnectionPool | None = None,
-                 on_batch: OnBatch | None = None) -> None:
+                 on_batch: OnBatch | None = None,
+                 on_set_wise: OnSetWise | None = None) -> None:
         self._pool = pool
+        self._on_set_wise = on_set_wise
         self._read_pool = read_pool
         self._vault = vault
         self._settings = settings
@@ -321,6 +324,7 @@ class Ledger:
     async def open(cls, dsn: str, *, data_key: bytes, pool_size_max: int = 20,
                    retries_max: int = 10, on_retry: OnRetry | None = None,
                    on_batch: OnBatch | None = None,
+                   on_set_wise: OnSetWise | None = None,
                    business_tz: str = "UTC", hold_ttl_s: float = 7 * 86400,
                    call_timeout_s: float = 10.0, acquire_timeout_s: float = 5.0,
                    clock: Clock | None = None, batch_max: int = 32,
@@ -329,7 +333,9 @@ class Ledger:
 
         ``on_retry(reason)`` is called before each retry, reason being
         ``"serialization"`` or ``"deadlock"``; ``on_batch(size)`` once per group
-        commit statement, with the number of operations it carried. ``business_tz`` (IANA name)
+        commit statement, with the number of operations it carried; ``on_set_wise(n)``
+        after each group commit of two or more, with how many of its operations were
+        decided set-wise (runs of plain ones, migration 0012). ``business_tz`` (IANA name)
         decides the business day of daily limits. Raises LedgerUnavailable.
         """
         assert pool_size_max >= 1 and retries_max >= 0
@@ -378,7 +384,8 @@ class Ledger:
         except asyncpg.PostgresError as exc:
             await pool.close()
             raise LedgerUnavailable(f"cannot open the ledger database ({exc.sqlstate})") from exc
-        return cls(pool, vault, settings, on_retry, clock or _utc_now, read_pool, on_batch)
+        return cls(pool, vault, settings, on_retry, clock or _utc_now, read_pool, on_batch,
+                   on_set_wise)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -692,6 +699,8 @@ class Ledger:
     async def _authorize_many(self, batch: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
         rows: list[asyncpg.Record] = await self._call(_AUTHORIZE_MANY_SQL, batch_columns(batch),
                                                       many=True)
+        if self._on_set_wise is not None:
+            self._on_set_wise(sum(1 for row in rows if row["o_set_wise"]))
         return rows
 
     async def _call(self, sql: str, args: Sequence[Any], *, many: bool = False) -> Any:

@@ -65,6 +65,11 @@ class Metrics:
             "atm_switch_ledger_batch_operations",
             "Authorizations per group-commit statement (one SERIALIZABLE transaction).",
             buckets=BATCH_BUCKETS, registry=r)
+        self.ledger_set_wise = Counter(
+            "atm_switch_ledger_set_wise_operations_total",
+            "Authorizations decided and posted set-wise inside a group commit (runs of plain "
+            "withdrawals and balance inquiries; the others are one function call each).",
+            registry=r)
         self.ledger_errors = Counter(
             "atm_switch_ledger_errors_total", "Ledger calls that failed.", ["kind"], registry=r)
         self.hsm_errors = Counter(

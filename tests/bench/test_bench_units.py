@@ -151,6 +151,9 @@ def test_stage_and_batch_means_from_histograms() -> None:
             "# TYPE atm_switch_ledger_batch_operations histogram\n"
             f"atm_switch_ledger_batch_operations_count {batches}\n"
             f"atm_switch_ledger_batch_operations_sum {batch_sum}\n"
+            "# HELP atm_switch_ledger_set_wise_operations_total Set-wise.\n"
+            "# TYPE atm_switch_ledger_set_wise_operations_total counter\n"
+            f"atm_switch_ledger_set_wise_operations_total {batch_sum * 0.6}\n"
             "# HELP atm_switch_gc_pause_seconds GC.\n"
             "# TYPE atm_switch_gc_pause_seconds histogram\n"
             'atm_switch_gc_pause_seconds_count{generation="0"} 900\n'
@@ -161,14 +164,15 @@ def test_stage_and_batch_means_from_histograms() -> None:
     before = parse_counters(page(1.0, 100, 50.0, 20, 1, 0.5))
     after = parse_counters(page(1.5, 300, 400.0, 120, 1, 0.5))
     means = histogram_means(counter_delta(before, after))
-    # 0.5 s over 200 PIN checks; 350 operations over 100 batches; no MAC checked: no
-    # mean; no full collection in the window; of the window's 200 requests 100 took
-    # at most 5 ms and all at most 10 ms, so the 99th percentile is in the 10 ms bucket.
-    assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "gc_full": 0.0,
-                     "total_p99_le_ms": 10.0}
+    # 0.5 s over 200 PIN checks; 350 operations over 100 batches, 60% of them set-wise;
+    # no MAC checked: no mean; no full collection in the window; of the window's 200
+    # requests 100 took at most 5 ms and all at most 10 ms, so the 99th percentile is in
+    # the 10 ms bucket.
+    assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "set_wise_share": 0.6,
+                     "gc_full": 0.0, "total_p99_le_ms": 10.0}
     assert report.stage_line({"switch_means": means, "ledger_transactions_per_auth": 0.25}) \
-        == ("pin 2.5 ms; p99 of total <= 10 ms; 3.5 operations per group commit; "
-            "0.250 database transactions per request; 0 full GC")
+        == ("pin 2.5 ms; p99 of total <= 10 ms; 3.5 operations per group commit "
+            "(60% of them set-wise); 0.250 database transactions per request; 0 full GC")
     later = parse_counters(page(1.5, 300, 400.0, 120, 3, 0.506))
     means = histogram_means(counter_delta(after, later))
     assert means is not None and means["gc_full"] == 2 and means["gc_full_pause_ms"] == 3.0

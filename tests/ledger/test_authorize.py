@@ -162,6 +162,31 @@ async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: 
         await ledger.close()
 
 
+async def test_group_commits_report_their_set_wise_operations(fresh_dsn: str,
+                                                              clock: Clock) -> None:
+    sizes: list[int] = []
+    set_wise: list[int] = []
+    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
+                               batch_lanes=1, on_batch=sizes.append,
+                               on_set_wise=set_wise.append)
+    try:
+        await provision_terminal(ledger)
+        cards = [await provision_card(ledger, n) for n in range(92, 98)]
+        ops = [withdrawal(cards[0], 100), withdrawal(cards[1], 100),
+               withdrawal(cards[2], 100, kind=OpKind.BALANCE_INQUIRY),
+               withdrawal(cards[3], 100), withdrawal(cards[4], 100, pin="wrong"),
+               withdrawal(cards[5], 100)]
+        results = await asyncio.gather(*(ledger.authorize(op) for op in ops))
+        assert sizes == [1, 5]   # the first alone, the other five in one statement
+        # Three plain ones in a run, then a wrong PIN and a plain one alone: one call each.
+        assert set_wise == [3]
+        assert [r.outcome for r in results] == [Outcome.APPROVED] * 4 + [
+            Outcome.PIN_WRONG, Outcome.APPROVED]
+        assert all(r.authorization_id for r in results)
+    finally:
+        await ledger.close()
+
+
 async def test_card_lookups_in_flight_together_share_a_statement(
         ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     cards = {n: await provision_card(ledger, n, savings=5_000) for n in range(70, 90)}

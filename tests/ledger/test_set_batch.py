@@ -218,14 +218,18 @@ def _with_bank(fresh_dsn: str, check: Any) -> None:
         bank.loop.close()
 
 
-def _same_both_ways(bank: Bank, ops: list[Operation | ReversalOp]) -> None:
-    """The batch set-wise and one call per operation: same answers, same rows."""
+def _same_both_ways(bank: Bank, ops: list[Operation | ReversalOp]) -> list[bool]:
+    """The batch set-wise and one call per operation: same answers, same rows.
+    Returns which operations the batch decided set-wise."""
     conn = bank.conn
     rows = [bank.ledger.operation_args(op) for op in ops]
+    flags: list[bool] = []
 
     async def set_wise() -> list[Any]:
-        return [_answer(row) for row in await conn.fetch(_AUTHORIZE_MANY_SQL,
-                                                         *batch_columns(rows))]
+        answers = await conn.fetch(_AUTHORIZE_MANY_SQL, *batch_columns(rows))
+        assert [answer["n"] for answer in answers] == list(range(1, len(rows) + 1))
+        flags.extend(answer["o_set_wise"] for answer in answers)
+        return [_answer(answer) for answer in answers]
 
     async def one_by_one() -> list[Any]:
         return [_answer(await conn.fetchrow(*_call(row))) for row in rows]
@@ -235,6 +239,8 @@ def _same_both_ways(bank: Bank, ops: list[Operation | ReversalOp]) -> None:
     assert got == want
     for name in _STATE:
         assert got_state[name] == want_state[name], name
+    assert all(_plain(row) for row, flag in zip(rows, flags, strict=True) if flag)
+    return flags
 
 
 def test_rows_that_share_a_card_account_or_key_keep_their_order(fresh_dsn: str) -> None:
@@ -242,7 +248,13 @@ def test_rows_that_share_a_card_account_or_key_keep_their_order(fresh_dsn: str) 
         joint, other, card, poor = bank.cards[-1], bank.cards[-2], bank.cards[0], bank.cards[1]
         first = withdrawal(joint, 15_000)
         again = withdrawal(card, 100)
-        _same_both_ways(bank, [
+        flags = _same_both_ways(bank, [
+            # Five plain operations on five cards: one statement (overdraft, a balance
+            # inquiry, an expired card, PIN tries exhausted, a frozen account).
+            withdrawal(bank.cards[2], 5_000),
+            withdrawal(bank.cards[3], 0, kind=OpKind.BALANCE_INQUIRY),
+            withdrawal(bank.cards[4], 100), withdrawal(bank.cards[6], 100),
+            withdrawal(bank.cards[7], 100),
             # One account behind two cards: the second sees the first's debit (51).
             first, withdrawal(other, 6_000),
             withdrawal(bank.cards[5], 50, pin="wrong"),
@@ -257,6 +269,9 @@ def test_rows_that_share_a_card_account_or_key_keep_their_order(fresh_dsn: str) 
             withdrawal(card, 100, rrn=TOMBSTONED_RRN), withdrawal(UNKNOWN_CARD, 10),
             withdrawal(joint, 1_000), withdrawal(other, 0, kind=OpKind.BALANCE_INQUIRY),
             reversal(first.key), withdrawal(joint, 500)])
+        # Set-wise: the first five and the unknown card; shared cards, accounts and keys,
+        # stored keys, and everything that is not plain went one call each.
+        assert [n for n, flag in enumerate(flags, 1) if flag] == [1, 2, 3, 4, 5, 18]
 
     _with_bank(fresh_dsn, check)
 

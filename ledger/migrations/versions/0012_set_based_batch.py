@@ -34,6 +34,9 @@ Why the result is the same as one call per operation, in order:
   claims nothing and writes nothing here; it is deferred too, and its call of
   ledger_authorize replays or refuses it as before.
 
+Each row says whether it was decided set-wise (``o_set_wise``; the switch counts
+them in ``atm_switch_ledger_set_wise_operations_total``).
+
 ``tests/ledger/test_set_batch.py`` holds the statement to that: random batches
 run through this function and through one call per operation, in the same
 state, must give the same answers and leave the same rows.
@@ -72,14 +75,14 @@ _SIGNATURE = (
 # One operation by itself, as the batch statement of 0006-0011 called it.
 _ONE = """
         IF p_kind[v_i] >= 0 THEN
-            RETURN QUERY SELECT v_i, f.* FROM ledger_authorize(
+            RETURN QUERY SELECT v_i, f.*, false FROM ledger_authorize(
                 p_kind[v_i], p_key[v_i], p_digest[v_i], p_card_id[v_i], p_terminal_id[v_i],
                 p_from_type[v_i], p_to_type[v_i], p_amount[v_i], p_currency[v_i], p_fee[v_i],
                 p_rrn[v_i], p_pin_check[v_i], p_pin_tries_max[v_i], p_orig_key[v_i],
                 p_orig_terminal[v_i], p_orig_rrn[v_i], p_business_date[v_i],
                 p_hold_expires_at[v_i], p_tpk[v_i]) AS f;
         ELSE
-            RETURN QUERY SELECT v_i, f.* FROM ledger_reverse(
+            RETURN QUERY SELECT v_i, f.*, false FROM ledger_reverse(
                 p_key[v_i], p_digest[v_i], p_orig_key[v_i], p_orig_terminal[v_i],
                 p_orig_rrn[v_i], p_amount[v_i], p_kind[v_i] = {REVERSAL_ADVICE_KIND}) AS f;
         END IF;"""
@@ -252,6 +255,7 @@ _RUN = """
             o_auth_id := r.v_id;
             o_suspense_amount := 0;
             o_account_side := r.o_side;
+            o_set_wise := true;
             RETURN NEXT;
         END LOOP;"""
 
@@ -260,7 +264,7 @@ CREATE FUNCTION ledger_authorize_batch({ARRAYS})
 RETURNS TABLE (n integer, o_outcome smallint, o_replayed boolean, o_approval_code text,
                o_account_type text, o_currency text, o_ledger_balance bigint,
                o_available_balance bigint, o_auth_id bigint, o_suspense_amount bigint,
-               o_account_side text)
+               o_account_side text, o_set_wise boolean)
 LANGUAGE plpgsql
 SET enable_seqscan = off
 SET enable_bitmapscan = off
