@@ -17,14 +17,15 @@ place in the order.
 
 Why the result is the same as one call per operation, in order:
 
-- The run's operations touch disjoint rows. Two operations of a run on the
-  same card, the same account (a joint account's two cards) or the same
-  idempotency key are *deferred*: the statement leaves them untouched and the
-  function calls ledger_authorize for each of them after the statement, in
-  their order. Nothing else of the run reads what they write (terminal rows
-  and tombstones are only read; the journal, postings and the hot account's
-  queue are only appended to), so moving them after the rest of their run
-  changes no decision.
+- The run's operations touch disjoint rows. A run ends before an operation
+  whose card or idempotency key is already in it (that operation starts the
+  next run, which sees the first one's writes). Operations of a run on the same
+  account (a joint account's two cards) are *deferred*: the statement leaves
+  them untouched and the function calls ledger_authorize for each of them
+  after the statement, in their order. Nothing else of the run reads what they
+  write (terminal rows and tombstones are only read; the journal, postings and
+  the hot account's queue are only appended to), so moving them after the rest
+  of their run changes no decision.
 - The decision is ledger_authorize's, written as one CASE in its precedence
   order (card unknown, late original, card status, expiry, terminal, PIN tries,
   account, account status, currency, limits, funds); the balances returned and
@@ -33,6 +34,11 @@ Why the result is the same as one call per operation, in order:
   DO NOTHING RETURNING``). An operation whose key was already stored (a repeat)
   claims nothing and writes nothing here; it is deferred too, and its call of
   ledger_authorize replays or refuses it as before.
+
+The function plans nested loops over primary keys only, as ledger_authorize
+does: with hash or merge joins the planner scanned whole indexes for the run's
+joins, took SERIALIZABLE predicate locks on all of them, and concurrent batches
+failed to serialize.
 
 Each row says whether it was decided set-wise (``o_set_wise``; the switch counts
 them in ``atm_switch_ledger_set_wise_operations_total``).
@@ -157,10 +163,9 @@ _RUN = """
                                 + overdraft_limit THEN 180
                          ELSE 0
                        END::smallint AS outcome,
-                       (count(*) OVER (PARTITION BY card_id) > 1
-                        OR count(*) OVER (PARTITION BY key) > 1
-                        OR (a_id IS NOT NULL
-                            AND count(*) OVER (PARTITION BY a_id) > 1)) AS shared
+                       -- Runs hold no card or key twice (the loop below ends a run
+                       -- there); an account behind two of its cards is deferred.
+                       (a_id IS NOT NULL AND count(*) OVER (PARTITION BY a_id) > 1) AS shared
                   FROM rd
             ), d AS (
                 SELECT dc.*,
@@ -289,7 +294,9 @@ BEGIN
               AND (p_kind[v_hi + 1] = {BALANCE_INQUIRY} OR p_amount[v_hi + 1] > 0)
               AND p_pin_check[v_hi + 1] IS DISTINCT FROM 'wrong'
               AND p_orig_key[v_hi + 1] IS NULL AND p_orig_terminal[v_hi + 1] IS NULL
-              AND p_orig_rrn[v_hi + 1] IS NULL LOOP
+              AND p_orig_rrn[v_hi + 1] IS NULL
+              AND NOT p_card_id[v_hi + 1] = ANY (p_card_id[v_lo:v_hi])
+              AND NOT p_key[v_hi + 1] = ANY (p_key[v_lo:v_hi]) LOOP
             v_hi := v_hi + 1;
         END LOOP;
         IF v_hi - v_lo >= 1 THEN
