@@ -14,11 +14,13 @@ taking a lane, a commit and a round trip of its own. At low load every
 operation goes alone at once (no added latency); under load batches grow by
 themselves.
 
-What it keeps: each operation is still one call of ``ledger_authorize`` under
-SERIALIZABLE, now several in one transaction, in arrival order; a later call
-sees the earlier ones' writes (two requests with the same key replay, two on
-one card see each other's debits). All commit or none does. The caller's
-results are only released after the commit.
+What it keeps: the operations are decided as if each were one call of
+``ledger_authorize`` under SERIALIZABLE, several in one transaction, in arrival
+order (``ledger_authorize_batch``, migration 0012, decides runs of plain ones
+set-wise and holds to that); a later operation sees the earlier ones' writes
+(two requests with the same key replay, two on one card see each other's
+debits). All commit or none does. The caller's results are only released after
+the commit.
 
 Failures: a serialization failure retries the whole batch (the store's
 bounded retry); a lost connection fails every operation of the batch with

@@ -1,9 +1,10 @@
 """The ledger's public face: :class:`Ledger`.
 
 Every authorization and reversal is ONE database round trip: a call of a
-PL/pgSQL function (``ledger_authorize`` / ``ledger_reverse``) as the only
-statement of an implicit SERIALIZABLE transaction (the pool's sessions default
-to SERIALIZABLE). Serialization failures (40001) and deadlocks (40P01) are
+PL/pgSQL function (``ledger_authorize`` / ``ledger_reverse`` alone, or
+``ledger_authorize_batch`` for a group commit) as the only statement of an
+implicit SERIALIZABLE transaction (the pool's sessions default to
+SERIALIZABLE). Serialization failures (40001) and deadlocks (40P01) are
 retried with full-jitter exponential backoff, at most ``retries_max`` times;
 each retry calls ``on_retry(reason)`` first. Operations on the same card from
 this process are queued behind a per-card lock (striped), so they do not
