@@ -300,17 +300,18 @@ BEGIN
             v_hi := v_hi + 1;
         END LOOP;
         IF v_hi - v_lo >= 1 THEN
-            -- A run of plain operations: one statement, then its deferred ones.
+            -- A run of plain operations: one statement; its deferred ones below.
             v_deferred := '{}';
 {RUN}
-            FOREACH v_i IN ARRAY v_deferred LOOP
-{ONE}
-            END LOOP;
-            v_i := v_hi + 1;
         ELSE
-{ONE}
-            v_i := v_i + 1;
+            -- Any other operation, or a plain one alone: one call.
+            v_hi := v_lo;
+            v_deferred := ARRAY[v_lo];
         END IF;
+        FOREACH v_i IN ARRAY v_deferred LOOP
+{ONE}
+        END LOOP;
+        v_i := v_hi + 1;
     END LOOP;
 END
 $fn$
