@@ -11,9 +11,10 @@ a view can be logged as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
+from functools import partial
 from typing import Any, ClassVar, Final, Self
 
 from messages.codec import IsoMessage, check_field, mac_field_for
@@ -183,8 +184,13 @@ class _CardRequest:
     @classmethod
     def _common(cls, msg: IsoMessage) -> dict[str, Any]:
         mti = _mti(msg, cls.MTIS, cls.__name__)
-        track2: Track2 | None = _parsed(msg, 35, Track2.parse)
-        pan_text = _get(msg, 2)
+        # A decoded message's fields already match their formats: read them
+        # directly (this runs for every request).
+        get: Callable[[int], str | None] = (msg.fields.get if msg.checked
+                                            else partial(_get, msg))
+        track2_text = get(35)
+        track2 = None if track2_text is None else Track2.parse(track2_text)
+        pan_text = get(2)
         if pan_text is None and track2 is None:
             raise FieldError(2, "PAN is missing (neither field 2 nor track 2)")
         if pan_text is None or (track2 is not None and pan_text == track2.pan.digits):
@@ -194,10 +200,11 @@ class _CardRequest:
         if track2 is not None and pan != track2.pan:
             raise FieldError(35, "track 2 PAN differs from field 2")
         processing = ProcessingCode.parse(_need(msg, 3))
-        amount_text = _get(msg, 4)
+        amount_text = get(4)
         if amount_text is None and processing.txn_type not in _NO_AMOUNT_TXNS:
             raise FieldError(4, "mandatory field is missing")
-        expiry = _get(msg, 14) or (track2.expiry if track2 else None)
+        pin_text = get(52)
+        original_text = get(90)
         return {
             "mti": mti,
             "pan": pan,
@@ -208,27 +215,27 @@ class _CardRequest:
             "stan": _need(msg, 11),
             "acquirer_id": _institution(msg, 32, required=True),
             "terminal_id": _need(msg, 41),
-            "rrn": _get(msg, 37),
-            "expiry": expiry,
+            "rrn": get(37),
+            "expiry": get(14) or (track2.expiry if track2 else None),
             "track2": track2,
-            "pin_block": _parsed(msg, 52, PinBlock),
-            "security_info": _get(msg, 53),
-            "mac": _mac(msg),
-            "local_time": _get(msg, 12),
-            "local_date": _get(msg, 13),
-            "settlement_date": _get(msg, 15),
-            "merchant_type": _get(msg, 18),
-            "entry_mode": _get(msg, 22),
-            "condition_code": _get(msg, 25),
+            "pin_block": None if pin_text is None else PinBlock(pin_text),
+            "security_info": get(53),
+            "mac": get(128) or get(64),
+            "local_time": get(12),
+            "local_date": get(13),
+            "settlement_date": get(15),
+            "merchant_type": get(18),
+            "entry_mode": get(22),
+            "condition_code": get(25),
             "forwarding_id": _institution(msg, 33, required=False),
-            "card_acceptor_id": _get(msg, 42),
-            "card_acceptor_location": _get(msg, 43),
-            "additional_data": _get(msg, 48),
-            "icc_data": _get(msg, 55),
-            "account_1": _get(msg, 102),
-            "account_2": _get(msg, 103),
-            "original": _parsed(msg, 90, OriginalData.parse),
-            "approval_code": _get(msg, 38),
+            "card_acceptor_id": get(42),
+            "card_acceptor_location": get(43),
+            "additional_data": get(48),
+            "icc_data": get(55),
+            "account_1": get(102),
+            "account_2": get(103),
+            "original": None if original_text is None else OriginalData.parse(original_text),
+            "approval_code": get(38),
         }
 
     def _fields(self) -> dict[int, str]:
