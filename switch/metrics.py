@@ -8,6 +8,9 @@ PAN, card or per-terminal identifier.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +20,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import HistogramMetricFamily
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025,
                      0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -26,6 +30,77 @@ BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 GC_PAUSE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5)
 
 STAGES = ("decode", "terminal", "card", "mac", "pin", "ledger", "encode", "total")
+
+
+class Observer(Protocol):
+    def observe(self, amount: float) -> None: ...
+
+
+class LabelledHistogram(Protocol):
+    def labels(self, stage: str) -> Observer: ...
+
+
+class _Cell:
+    """One label value of a :class:`LoopHistogram`: counts per bucket and the sum."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)   # the last one: above every bound (+Inf)
+        self.total = 0.0
+
+    def observe(self, amount: float) -> None:
+        # bisect_left: the first bound >= amount, as Prometheus' le ("less or equal").
+        self.counts[bisect_left(self._bounds, amount)] += 1
+        self.total += amount
+
+
+class LoopHistogram:
+    """A histogram with one label, for the request path of a single process.
+
+    prometheus_client's Histogram takes two locks and scans the bounds on every
+    observation (1.8 µs, six times per request); here an observation is a
+    bisect and two additions. No lock: the event loop is the only writer and the
+    metrics endpoint runs on the same loop. Exposed as an ordinary histogram
+    (cumulative ``_bucket``, ``_count``, ``_sum``). With several worker processes
+    the switch uses prometheus_client's Histogram instead, whose multiprocess
+    files add up the workers.
+    """
+
+    def __init__(self, name: str, documentation: str, label: str,
+                 buckets: Sequence[float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self._bounds = tuple(float(b) for b in buckets)
+        assert list(self._bounds) == sorted(set(self._bounds)), "bounds must increase"
+        self._cells: dict[str, _Cell] = {}
+
+    def labels(self, stage: str) -> _Cell:
+        cell = self._cells.get(stage)
+        if cell is None:
+            cell = self._cells[stage] = _Cell(self._bounds)
+        return cell
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=[self._label])]
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, cell in sorted(self._cells.items()):
+            running = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, count in zip((*map(_le, self._bounds), "+Inf"), cell.counts, strict=True):
+                running += count
+                buckets.append((bound, running))
+            family.add_metric([value], buckets, cell.total)
+        yield family
+
+
+def _le(bound: float) -> str:
+    # The le label as prometheus_client writes it (0.005, 1.0, 2.5).
+    return repr(bound)
 
 
 class Metrics:
@@ -38,10 +113,17 @@ class Metrics:
             "atm_switch_messages_total",
             "Requests answered, by request MTI and field 39 response code.",
             ["mti", "response_code"], registry=r)
-        self.latency = Histogram(
-            "atm_switch_authorization_duration_seconds",
-            "Time spent per stage of the authorization pipeline.",
-            ["stage"], buckets=LATENCY_BUCKETS_S, registry=r)
+        latency_name = "atm_switch_authorization_duration_seconds"
+        latency_help = "Time spent per stage of the authorization pipeline."
+        self.latency: LabelledHistogram
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            self.latency = Histogram(latency_name, latency_help, ["stage"],
+                                     buckets=LATENCY_BUCKETS_S, registry=r)
+        else:
+            loop_histogram = LoopHistogram(latency_name, latency_help, "stage",
+                                           LATENCY_BUCKETS_S)
+            r.register(loop_histogram)
+            self.latency = loop_histogram
         # With several worker processes (PROMETHEUS_MULTIPROC_DIR set), gauges are
         # summed over the live workers.
         self.in_flight = Gauge(

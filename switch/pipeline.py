@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from prometheus_client import Histogram
-
 from hsm.errors import HsmError
 from hsm.interface import Hsm
 from hsm.keys import KeyAlgorithm, KeyUsage, WrappedKey
@@ -56,7 +54,7 @@ from messages.profiles import Profile
 from messages.views import NetworkRequest, ReversalRequest, TransactionRequest, respond
 from switch.cache import TtlCache
 from switch.decisions import Decision, response_code
-from switch.metrics import STAGES, Metrics
+from switch.metrics import STAGES, Metrics, Observer
 
 log = logging.getLogger("atm_switch.pipeline")
 
@@ -146,7 +144,7 @@ class _StageTimer:
 
     __slots__ = ("_histogram", "_start")
 
-    def __init__(self, histogram: Histogram) -> None:
+    def __init__(self, histogram: Observer) -> None:
         self._histogram = histogram
         self._start = 0.0
 
