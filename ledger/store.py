@@ -25,7 +25,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -95,11 +95,39 @@ REVERSAL_ADVICE_KIND = -2
 # statement per run and calls ledger_authorize or ledger_reverse (a row of kind
 # REVERSAL_KIND/REVERSAL_ADVICE_KIND) for every other operation; it returns one
 # row per operation with its position ``n``.
-_AUTHORIZE_MANY_SQL = (
-    "SELECT * FROM ledger_authorize_batch($1::smallint[], $2::text[], $3::bytea[], "
-    "$4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::text[], "
-    "$10::bigint[], $11::text[], $12::text[], $13::integer[], $14::text[], $15::text[], "
-    "$16::text[], $17::date[], $18::timestamptz[], $19::text[]) ORDER BY n"
+# The columns of a group commit and their SQL types, in the function's order.
+_BATCH_TYPES: Final = ("smallint", "text", "bytea", "bigint", "text", "text", "text",
+                       "bigint", "text", "bigint", "text", "text", "integer", "text", "text",
+                       "text", "date", "timestamptz", "text")
+# Each column but the digests travels as one text, its values joined by a unit
+# separator, and is split back by string_to_array. asyncpg encodes an array
+# element by element with several isinstance checks each. Measured (client CPU
+# per statement, 8 operations, one session): 185-245 µs as 19 arrays, 57-70 µs as
+# texts, plus about 40 µs to build the texts; a bare SELECT 1 costs 41-48 µs.
+# Markers (control characters, which no value may hold): NULL, and the empty
+# string (string_to_array makes an empty text an empty array, not {''}).
+_SEP: Final = "\x1f"
+_NULL: Final = "\x1e"
+_EMPTY: Final = "\x1d"
+_AS_ARRAY, _AS_TEXT, _AS_ISO, _AS_NUMBER = "array", "text", "iso", "number"
+_ENCODINGS: Final = tuple(
+    {"bytea": _AS_ARRAY, "text": _AS_TEXT, "date": _AS_ISO, "timestamptz": _AS_ISO}.get(
+        sql_type, _AS_NUMBER) for sql_type in _BATCH_TYPES)
+
+
+def _batch_param(number: int, sql_type: str) -> str:
+    if sql_type == "bytea":
+        return f"${number}::bytea[]"
+    split = f"string_to_array(${number}::text, chr(31), chr(30))"
+    if sql_type == "text":
+        return f"array_replace({split}, chr(29), '')"
+    return f"{split}::{sql_type}[]"
+
+
+_AUTHORIZE_MANY_SQL: Final = (
+    "SELECT * FROM ledger_authorize_batch("  # noqa: S608 - fixed text: column types only
+    + ", ".join(_batch_param(i, t) for i, t in enumerate(_BATCH_TYPES, start=1))
+    + ") ORDER BY n"
 )
 
 
@@ -114,9 +142,32 @@ def one_call(args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
                           kind == REVERSAL_ADVICE_KIND)
 
 
-def batch_columns(batch: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """A group commit's rows as the arrays _AUTHORIZE_MANY_SQL takes."""
-    return [list(column) for column in zip(*batch, strict=True)]
+def batch_columns(batch: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """A group commit's rows as the parameters _AUTHORIZE_MANY_SQL takes.
+
+    Raises InvalidOperation for a text holding a control character (it could be
+    taken for a separator); the batcher then runs the operations one by one.
+    """
+    params: list[Any] = []
+    for encoding, column in zip(_ENCODINGS, zip(*batch, strict=True), strict=True):
+        if encoding is _AS_ARRAY:
+            params.append(list(column))
+            continue
+        if encoding is _AS_TEXT:
+            present: Sequence[str] = (column if None not in column
+                                      else [v for v in column if v is not None])
+            if not "".join(present).isprintable():
+                raise InvalidOperation("a text of the operation holds a control character")
+            if present is not column or "" in column:
+                column = tuple(_NULL if v is None else v or _EMPTY for v in column)
+            text = _SEP.join(column)
+        elif encoding is _AS_ISO:
+            text = _SEP.join([_NULL if v is None else v.isoformat() for v in column])
+        else:
+            text = _SEP.join([_NULL if v is None else str(v) for v in column])
+        params.append(text)
+    return params
+
 
 # A card with its account types, by PAN index; the batch form takes an array of
 # indexes and returns the cards found, in any order. Card lookups that miss the
