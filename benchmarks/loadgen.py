@@ -51,10 +51,10 @@ from benchmarks.workload import (
     Withdrawn,
 )
 from hsm.terminal import encrypt_pin_block
-from messages.codec import IsoMessage, decode, encode
+from messages.codec import IsoMessage, decode, encode, field_spans
 from messages.errors import DecodeError, EmptyFrame, FramingError
 from messages.framing import Framer, LengthHeader, encode_frame
-from messages.profiles import get_profile
+from messages.profiles import Profile, get_profile
 from switch.atm import AtmClient, AtmConfig, CardData
 from switch.heap import GcPauseWatch, freeze_long_lived
 
@@ -208,23 +208,52 @@ class BenchConnection(asyncio.Protocol):
         for _, callback in pending.values():
             callback(None, kind, now)
 
-    def send(self, msg: IsoMessage, callback: Callback, timeout_s: float) -> None:
+    def send(self, out: Outgoing | IsoMessage, callback: Callback, timeout_s: float) -> None:
+        if isinstance(out, IsoMessage):
+            out = Outgoing.of(out, self._profile)
         if not self.alive:
             callback(None, "connection", time.monotonic())
             return
         assert self._transport is not None
-        key = (RESPONSE_MTI[msg.mti], msg.get(11) or "")
+        key = (RESPONSE_MTI[out.mti], out.stan)
         assert key not in self._pending, "STAN reused while in flight"
         self._sent += 1
         self._pending[key] = (self._sent, callback)
         self._deadlines.append((time.monotonic() + timeout_s, key, self._sent))
-        frame = encode_frame(encode(msg, self._profile), length_header=self._header,
-                             frame_bytes_max=FRAME_BYTES_MAX)
-        self._transport.write(frame)
+        self._transport.write(encode_frame(out.payload, length_header=self._header,
+                                           frame_bytes_max=FRAME_BYTES_MAX))
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+class Outgoing:
+    """A request as it goes on the wire: MTI, STAN (how its answer is matched) and
+    the encoded message. The message itself is decoded again only when needed (a
+    reversal copies fields of the withdrawal it undoes)."""
+
+    __slots__ = ("mti", "payload", "profile", "stan")
+
+    def __init__(self, mti: str, stan: str, payload: bytes, profile: Profile) -> None:
+        self.mti = mti
+        self.stan = stan
+        self.payload = payload
+        self.profile = profile
+
+    @classmethod
+    def of(cls, msg: IsoMessage, profile: Profile) -> Outgoing:
+        return cls(msg.mti, msg.get(11) or "", encode(msg, profile), profile)
+
+    def message(self) -> IsoMessage:
+        return decode(self.payload, self.profile)
+
+
+# What changes from one financial request of a card to the next: the processing
+# code, amount, transmission date/time, STAN, local time and date, RRN, PIN block.
+# All are fixed-length, so each request is the card's encoded template with these
+# written over it (the encoder has checked the card's fields once, on the template).
+_PER_REQUEST_FIELDS = (3, 4, 7, 11, 12, 13, 37, 52)
 
 
 # -- one ATM ---------------------------------------------------------------------
@@ -235,7 +264,11 @@ class _CardWire:
     data: CardData
     pin_ok: str     # encrypted PIN blocks under this ATM's TPK (format 0 is deterministic)
     pin_wrong: str
-    checked: bool = False   # its fields passed the encoder's checks once
+    # The encoded 0200 of this card, where each per-request field lies in it, and
+    # the two PIN blocks as they travel (made on the card's first request).
+    template: bytes = b""
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    pin_wire: dict[str, bytes] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return "_CardWire(<masked>)"
@@ -248,6 +281,7 @@ class AtmSession:
                  spec: LoadSpec) -> None:
         self.atm = atm
         self.spec = spec
+        self.profile = get_profile(spec.profile)
         self.rng = rng
         self.builder = AtmClient(AtmConfig(terminal_id=atm.terminal_id,
                                            acquirer_id=atm.acquirer_id),
@@ -270,7 +304,7 @@ class AtmSession:
         self.conn = proto
 
     def build(self, op: Op, state: CardState, original: Withdrawn | None
-              ) -> tuple[IsoMessage, Withdrawn | None]:
+              ) -> tuple[Outgoing, Withdrawn | None]:
         """The request for `op`; for a withdrawal also what a later reversal needs."""
         card = self.wire[state.index]
         b = self.builder
@@ -278,28 +312,44 @@ class AtmSession:
             assert original is not None
             partial = self.rng.random() < 0.5
             dispensed = (original.amount // 2000) * 1000 if partial else None
-            return b.reversal(original.request, dispensed=dispensed), None
+            return Outgoing.of(b.reversal(original.request.message(), dispensed=dispensed),
+                               self.profile), None
         if op is Op.BALANCE:
             return self._financial(card, "310000", 0, card.pin_ok), None
         amount = (INSUFFICIENT_AMOUNT if op is Op.INSUFFICIENT
                   else WITHDRAWAL_AMOUNTS[self.rng.randrange(len(WITHDRAWAL_AMOUNTS))])
         pin = card.pin_wrong if op is Op.WRONG_PIN else card.pin_ok
-        msg = self._financial(card, "010000", amount, pin)
-        return msg, (Withdrawn(state.index, msg, amount) if op is Op.WITHDRAWAL else None)
+        out = self._financial(card, "010000", amount, pin)
+        return out, (Withdrawn(state.index, out, amount) if op is Op.WITHDRAWAL else None)
 
     def _financial(self, card: _CardWire, processing: str, amount: int,
-                   pin_block: str) -> IsoMessage:
-        """A 0200 as the ATM client builds it. The card's fields are checked by the
-        encoder once; what changes per request (STAN, times, RRN, processing code,
-        amount) is built in a fixed format, so later messages skip the checks."""
+                   pin_block: str) -> Outgoing:
+        """A 0200 as the ATM client builds it, written into the card's template."""
         assert 0 <= amount < 10**12 and len(processing) == 6, (amount, processing)
-        fields = self.builder.financial_fields(card.data, processing=processing, amount=amount,
-                                               pin=None, extra={52: pin_block})
-        if not card.checked:   # with either PIN block this card sends
-            for block in (card.pin_ok, card.pin_wrong):
-                encode(IsoMessage("0200", {**fields, 52: block}), get_profile(self.spec.profile))
-            card.checked = True
-        return IsoMessage.checked_message("0200", fields)
+        base = self.builder.financial_fields(card.data, processing=processing, amount=amount,
+                                             pin=None, extra={52: pin_block}) \
+            if not card.template else self.builder.base_fields()
+        if not card.template:
+            self._make_template(card, base)
+        buf = bytearray(card.template)
+        spans = card.spans
+        for number, text in ((3, processing), (4, f"{amount:012d}"), (7, base[7]),
+                             (11, base[11]), (12, base[12]), (13, base[13]), (37, base[37])):
+            start, end = spans[number]
+            buf[start:end] = text.encode("ascii")
+        start, end = spans[52]
+        buf[start:end] = card.pin_wire[pin_block]
+        return Outgoing("0200", base[11], bytes(buf), self.profile)
+
+    def _make_template(self, card: _CardWire, fields: dict[int, str]) -> None:
+        # Encoding with either PIN block checks every field this card sends.
+        for block in (card.pin_ok, card.pin_wrong):
+            msg = IsoMessage("0200", {**fields, 52: block})
+            payload = encode(msg, self.profile)
+            spans = field_spans(msg, self.profile)
+            start, end = spans[52]
+            card.pin_wire[block] = payload[start:end]
+        card.template, card.spans = payload, {n: spans[n] for n in _PER_REQUEST_FIELDS}
 
 
 # -- recording -------------------------------------------------------------------

@@ -41,7 +41,7 @@ from messages._mask import show_field
 from messages.errors import DecodeError, EncodeError
 from messages.profiles import FIELD_DEFS, FieldDef, FieldKind, Profile
 
-__all__ = ["IsoMessage", "decode", "encode", "mac_data", "mac_field_for", "put_mac"]
+__all__ = ["IsoMessage", "decode", "encode", "field_spans", "mac_data", "mac_field_for", "put_mac"]
 
 _DIGITS: Final = frozenset("0123456789")
 _HEX_UPPER: Final = frozenset("0123456789ABCDEF")
@@ -324,6 +324,27 @@ def encode(msg: IsoMessage, profile: Profile) -> bytes:
         return _encode_compiled(mti, fields, numbers, layout)
     except Exception as exc:  # the contract: nothing else leaves this function
         raise EncodeError(None, f"unexpected {type(exc).__name__} in encoder") from None
+
+
+def field_spans(msg: IsoMessage, profile: Profile) -> dict[int, tuple[int, int]]:
+    """Where each field's data (after its length prefix) lies in ``encode(msg, profile)``,
+    as (start, end) offsets. For a sender that builds many messages of one shape by
+    writing fixed-length values into one encoded message. Raises EncodeError."""
+    encode(msg, profile)   # the same checks, and the same errors
+    layout = _LAYOUTS[profile.binary]
+    numbers = sorted(msg.fields)
+    secondary = any(n > 64 for n in numbers)
+    pos = _MTI_BYTES + (8 if profile.binary else 16) * (2 if secondary else 1)
+    spans: dict[int, tuple[int, int]] = {}
+    for number in numbers:
+        wire = layout.fields[number]
+        assert wire is not None, number
+        value = msg.fields[number]
+        size = len(value) // 2 if wire.raw else len(value)
+        pos += wire.prefix
+        spans[number] = (pos, pos + size)
+        pos += size
+    return spans
 
 
 def _field_pattern(d: FieldDef) -> re.Pattern[str]:

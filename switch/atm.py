@@ -190,6 +190,11 @@ class AtmClient:
 
     # -- message builders ----------------------------------------------------
 
+    def base_fields(self, stan: str | None = None) -> dict[int, str]:
+        """The fields every request carries (7, 11, 12, 13, 32, 37, 41), with the
+        next STAN unless one is given."""
+        return self._base(stan)
+
     def _base(self, stan: str | None = None) -> dict[int, str]:
         stamp = self._stamp()
         stan = stan or self.next_stan()

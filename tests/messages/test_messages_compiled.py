@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from msg_strategies import iso_messages, mutate
 
 from messages import codec
-from messages.codec import IsoMessage, decode, encode
+from messages.codec import IsoMessage, decode, encode, field_spans
 from messages.errors import DecodeError
 from messages.profiles import ASCII, BINARY, FIELD_DEFS, FieldKind, Profile
 
@@ -134,3 +134,20 @@ def test_fast_field_check_equals_the_detailed_rules(number: int, value: str) -> 
         and codec._valid_text(d.kind, value)
     )
     assert fast == detailed
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_field_spans_locate_every_field_in_the_encoded_message(data: st.DataObject) -> None:
+    profile: Profile = data.draw(st.sampled_from([ASCII, BINARY]))
+    msg = data.draw(iso_messages())
+    raw = encode(msg, profile)
+    spans = field_spans(msg, profile)
+    assert sorted(spans) == sorted(msg.fields)
+    for number, (start, end) in spans.items():
+        wire = raw[start:end]
+        value = msg.fields[number]
+        assert wire == (bytes.fromhex(value) if profile.binary and FIELD_DEFS[number].kind
+                        is FieldKind.BINARY else value.encode("ascii")), number
+    last = max(spans.values(), key=lambda span: span[1], default=(0, len(raw)))
+    assert last[1] == len(raw)
