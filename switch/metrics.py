@@ -88,7 +88,7 @@ class LoopHistogram:
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
-        for value, cell in sorted(self._cells.items()):
+        for value, cell in self._cells.items():   # first observed first, as prometheus_client
             running = 0
             buckets: list[tuple[str, float]] = []
             for bound, count in zip((*map(_le, self._bounds), "+Inf"), cell.counts, strict=True):
