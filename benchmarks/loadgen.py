@@ -51,7 +51,7 @@ from benchmarks.workload import (
     Withdrawn,
 )
 from hsm.terminal import encrypt_pin_block
-from messages.codec import IsoMessage, decode, encode, field_spans
+from messages.codec import IsoMessage, decode, encode, encode_with_spans
 from messages.errors import DecodeError, EmptyFrame, FramingError
 from messages.framing import Framer, LengthHeader, encode_frame
 from messages.profiles import Profile, get_profile
@@ -326,10 +326,11 @@ class AtmSession:
                    pin_block: str) -> Outgoing:
         """A 0200 as the ATM client builds it, written into the card's template."""
         assert 0 <= amount < 10**12 and len(processing) == 6, (amount, processing)
-        base = self.builder.financial_fields(card.data, processing=processing, amount=amount,
-                                             pin=None, extra={52: pin_block}) \
-            if not card.template else self.builder.base_fields()
-        if not card.template:
+        if card.template:
+            base = self.builder.base_fields()
+        else:
+            base = self.builder.financial_fields(card.data, processing=processing,
+                                                 amount=amount, pin=None, extra={52: pin_block})
             self._make_template(card, base)
         buf = bytearray(card.template)
         spans = card.spans
@@ -344,9 +345,8 @@ class AtmSession:
     def _make_template(self, card: _CardWire, fields: dict[int, str]) -> None:
         # Encoding with either PIN block checks every field this card sends.
         for block in (card.pin_ok, card.pin_wrong):
-            msg = IsoMessage("0200", {**fields, 52: block})
-            payload = encode(msg, self.profile)
-            spans = field_spans(msg, self.profile)
+            payload, spans = encode_with_spans(IsoMessage("0200", {**fields, 52: block}),
+                                               self.profile)
             start, end = spans[52]
             card.pin_wire[block] = payload[start:end]
         card.template, card.spans = payload, {n: spans[n] for n in _PER_REQUEST_FIELDS}

@@ -109,18 +109,14 @@ _BATCH_TYPES: Final = ("smallint", "text", "bytea", "bigint", "text", "text", "t
 _SEP: Final = "\x1f"
 _NULL: Final = "\x1e"
 _EMPTY: Final = "\x1d"
-_AS_ARRAY, _AS_TEXT, _AS_ISO, _AS_NUMBER = "array", "text", "iso", "number"
-_ENCODINGS: Final = tuple(
-    {"bytea": _AS_ARRAY, "text": _AS_TEXT, "date": _AS_ISO, "timestamptz": _AS_ISO}.get(
-        sql_type, _AS_NUMBER) for sql_type in _BATCH_TYPES)
 
 
 def _batch_param(number: int, sql_type: str) -> str:
     if sql_type == "bytea":
         return f"${number}::bytea[]"
-    split = f"string_to_array(${number}::text, chr(31), chr(30))"
+    split = f"string_to_array(${number}::text, chr({ord(_SEP)}), chr({ord(_NULL)}))"
     if sql_type == "text":
-        return f"array_replace({split}, chr(29), '')"
+        return f"array_replace({split}, chr({ord(_EMPTY)}), '')"
     return f"{split}::{sql_type}[]"
 
 
@@ -149,11 +145,11 @@ def batch_columns(batch: Sequence[tuple[Any, ...]]) -> list[Any]:
     taken for a separator); the batcher then runs the operations one by one.
     """
     params: list[Any] = []
-    for encoding, column in zip(_ENCODINGS, zip(*batch, strict=True), strict=True):
-        if encoding is _AS_ARRAY:
+    for sql_type, column in zip(_BATCH_TYPES, zip(*batch, strict=True), strict=True):
+        if sql_type == "bytea":
             params.append(list(column))
             continue
-        if encoding is _AS_TEXT:
+        if sql_type == "text":
             present: Sequence[str] = (column if None not in column
                                       else [v for v in column if v is not None])
             if not "".join(present).isprintable():
@@ -161,7 +157,7 @@ def batch_columns(batch: Sequence[tuple[Any, ...]]) -> list[Any]:
             if present is not column or "" in column:
                 column = tuple(_NULL if v is None else v or _EMPTY for v in column)
             text = _SEP.join(column)
-        elif encoding is _AS_ISO:
+        elif sql_type in ("date", "timestamptz"):
             text = _SEP.join([_NULL if v is None else v.isoformat() for v in column])
         else:
             text = _SEP.join([_NULL if v is None else str(v) for v in column])

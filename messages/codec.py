@@ -41,7 +41,8 @@ from messages._mask import show_field
 from messages.errors import DecodeError, EncodeError
 from messages.profiles import FIELD_DEFS, FieldDef, FieldKind, Profile
 
-__all__ = ["IsoMessage", "decode", "encode", "field_spans", "mac_data", "mac_field_for", "put_mac"]
+__all__ = ["IsoMessage", "decode", "encode", "encode_with_spans", "mac_data", "mac_field_for",
+           "put_mac"]
 
 _DIGITS: Final = frozenset("0123456789")
 _HEX_UPPER: Final = frozenset("0123456789ABCDEF")
@@ -326,11 +327,13 @@ def encode(msg: IsoMessage, profile: Profile) -> bytes:
         raise EncodeError(None, f"unexpected {type(exc).__name__} in encoder") from None
 
 
-def field_spans(msg: IsoMessage, profile: Profile) -> dict[int, tuple[int, int]]:
-    """Where each field's data (after its length prefix) lies in ``encode(msg, profile)``,
-    as (start, end) offsets. For a sender that builds many messages of one shape by
-    writing fixed-length values into one encoded message. Raises EncodeError."""
-    encode(msg, profile)   # the same checks, and the same errors
+def encode_with_spans(msg: IsoMessage,
+                      profile: Profile) -> tuple[bytes, dict[int, tuple[int, int]]]:
+    """``encode(msg, profile)`` and where each field's data (after its length prefix)
+    lies in it, as (start, end) offsets. For a sender that builds many messages of
+    one shape by writing fixed-length values into one encoded message. Raises
+    EncodeError."""
+    raw = encode(msg, profile)
     layout = _LAYOUTS[profile.binary]
     numbers = sorted(msg.fields)
     secondary = any(n > 64 for n in numbers)
@@ -344,7 +347,7 @@ def field_spans(msg: IsoMessage, profile: Profile) -> dict[int, tuple[int, int]]
         pos += wire.prefix
         spans[number] = (pos, pos + size)
         pos += size
-    return spans
+    return raw, spans
 
 
 def _field_pattern(d: FieldDef) -> re.Pattern[str]:

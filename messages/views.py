@@ -188,8 +188,7 @@ class _CardRequest:
         # directly (this runs for every request).
         get: Callable[[int], str | None] = (msg.fields.get if msg.checked
                                             else partial(_get, msg))
-        track2_text = get(35)
-        track2 = None if track2_text is None else Track2.parse(track2_text)
+        track2: Track2 | None = _parsed(msg, 35, Track2.parse)
         pan_text = get(2)
         if pan_text is None and track2 is None:
             raise FieldError(2, "PAN is missing (neither field 2 nor track 2)")
@@ -203,8 +202,6 @@ class _CardRequest:
         amount_text = get(4)
         if amount_text is None and processing.txn_type not in _NO_AMOUNT_TXNS:
             raise FieldError(4, "mandatory field is missing")
-        pin_text = get(52)
-        original_text = get(90)
         return {
             "mti": mti,
             "pan": pan,
@@ -218,9 +215,9 @@ class _CardRequest:
             "rrn": get(37),
             "expiry": get(14) or (track2.expiry if track2 else None),
             "track2": track2,
-            "pin_block": None if pin_text is None else PinBlock(pin_text),
+            "pin_block": _parsed(msg, 52, PinBlock),
             "security_info": get(53),
-            "mac": get(128) or get(64),
+            "mac": _mac(msg),
             "local_time": get(12),
             "local_date": get(13),
             "settlement_date": get(15),
@@ -234,7 +231,7 @@ class _CardRequest:
             "icc_data": get(55),
             "account_1": get(102),
             "account_2": get(103),
-            "original": None if original_text is None else OriginalData.parse(original_text),
+            "original": _parsed(msg, 90, OriginalData.parse),
             "approval_code": get(38),
         }
 
