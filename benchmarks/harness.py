@@ -436,6 +436,10 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         # CPU used by anything else on the machine in the window (other users' jobs):
         # a large figure means the run shared the cores and its numbers are pessimistic.
         "other_cpu_s": _other_cpu(cpu, merged["loadgen_cpu_s"]),
+        # CPU the hypervisor gave other guests while this machine's cores were ready to
+        # run (steal): on a shared virtual machine, the first suspect of a latency spike.
+        "stolen_cpu_s": None if cpu.get("machine_stolen") is None
+        else round(cpu["machine_stolen"], 2),
         "switch_cpu_ms_per_auth": per_auth_ms(cpu.get("switch")),
         "postgres_cpu_ms_per_auth": per_auth_ms(cpu.get("postgres")),
         "loadgen_cpu_ms_per_auth": per_auth_ms(merged["loadgen_cpu_s"]),
@@ -517,6 +521,10 @@ def _say(ph: dict[str, Any]) -> None:
     print(f"{'':>18}   {ph['auth_tps']:,.0f} auth/s  p50 {lat['p50_ms']:.2f} ms  "
           f"p99 {lat['p99_ms']:.2f} ms  p99.9 {lat['p999_ms']:.2f} ms  errors {ph['errors']}"
           f"  retries {ph['ledger_retries']}", file=sys.stderr)
+    other, stolen = _other_pct(ph), _share_pct(ph, "stolen_cpu_s")
+    if other is not None and stolen is not None:
+        print(f"{'':>18}   other processes {other:.0f}% of all cores, stolen by the "
+              f"hypervisor {stolen:.0f}%", file=sys.stderr)
     if stages := report.stage_line(ph):
         print(f"{'':>18}   in the switch: {stages}", file=sys.stderr)
     if gc_pauses := ph.get("loadgen_gc"):
@@ -759,6 +767,7 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
         "cpu_ratio_estimate": head.get("cpu_ratio_estimate"),
         "cpu_bound_tps_estimate": head.get("cpu_bound_tps_estimate"),
         "other_load_pct": _other_pct(head),
+        "stolen_pct": _share_pct(head, "stolen_cpu_s"),
         "open_loop": None if not open_phases else {
             "rate_tps": open_phases[0]["rate_tps"], "clients": open_phases[0]["clients"],
             "auth_tps": open_phases[0]["auth_tps"], **open_phases[0]["latency"]},
@@ -783,10 +792,15 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
 
 
 def _other_pct(phase: dict[str, Any]) -> float | None:
-    other = phase.get("other_cpu_s")
-    if other is None:
+    return _share_pct(phase, "other_cpu_s")
+
+
+def _share_pct(phase: dict[str, Any], key: str) -> float | None:
+    """A phase's CPU seconds under `key` as a share of all cores over its window."""
+    seconds = phase.get(key)
+    if seconds is None:
         return None
-    return round(100.0 * other / (phase["duration_s"] * (os.cpu_count() or 1)), 1)
+    return round(100.0 * seconds / (phase["duration_s"] * (os.cpu_count() or 1)), 1)
 
 
 def _errors_by_phase(phases: list[dict[str, Any]]) -> str:
@@ -797,6 +811,9 @@ def _errors_by_phase(phases: list[dict[str, Any]]) -> str:
         if phase.get("errors"):
             other = _other_pct(phase)
             load = "" if other is None else f", other processes {other:.0f}% of all cores"
+            stolen = _share_pct(phase, "stolen_cpu_s")
+            if stolen:
+                load += f", {stolen:.0f}% stolen by the hypervisor"
             parts.append(f"{phase['name']}: {phase['errors']}{load}")
     return "; ".join(parts) or "no phase counted them"
 

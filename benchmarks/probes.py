@@ -143,11 +143,19 @@ def _tree_cpu_s(pids: Iterable[int]) -> float:
     return total
 
 
-def machine_busy_cpu_s() -> float:
-    """CPU seconds all cores spent busy since boot (everything but idle and I/O wait)."""
+def machine_cpu_s() -> tuple[float, float]:
+    """CPU seconds since boot, all cores: (busy, stolen).
+
+    Busy is everything this machine ran (not idle, I/O wait or steal); stolen is the
+    time a virtual machine's cores were ready to run but the hypervisor ran another
+    guest instead (``steal`` in /proc/stat). Stolen time is latency nobody on this
+    machine caused, so it is counted apart from the other processes' load.
+    """
     t = psutil.cpu_times()
-    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0)
-                 - getattr(t, "guest_nice", 0.0))
+    steal = float(getattr(t, "steal", 0.0))
+    busy = (sum(t) - t.idle - getattr(t, "iowait", 0.0) - getattr(t, "guest", 0.0)
+            - getattr(t, "guest_nice", 0.0) - steal)
+    return float(busy), steal
 
 
 def postmaster_pid(pgdata: Path) -> int | None:
@@ -185,11 +193,13 @@ class CpuProbe:
     database_dsn: str | None = None
 
     def sample(self) -> dict[str, float | None]:
+        busy, stolen = machine_cpu_s()
         return {
             "switch": _tree_cpu_s(self.switch_pids) if self.switch_pids else None,
             "postgres": (_tree_cpu_s([self.postgres_pid])
                          if self.postgres_pid is not None else None),
-            "machine_busy": machine_busy_cpu_s(),
+            "machine_busy": busy,
+            "machine_stolen": stolen,
             "ledger_transactions": (database_transactions(self.database_dsn)
                                     if self.database_dsn is not None else None),
         }

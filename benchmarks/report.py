@@ -122,10 +122,12 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"cores alone: {_fmt(results.get('cpu_bound_tps_estimate'), 0)} auth/s; CPU ratio "
         f"estimate (pgbench CPU per transaction / CPU per authorization): "
         f"{_fmt(results.get('cpu_ratio_estimate'), 2)}. Other load on the machine during the "
-        f"window: {_fmt(results.get('other_load_pct'), 0)}% of all cores.",
+        f"window: {_fmt(results.get('other_load_pct'), 0)}% of all cores; stolen by the "
+        f"hypervisor: {_fmt(results.get('stolen_pct'), 0)}%.",
         "",
         "| phase | mode | ATMs | rate | auth/s | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms |"
-        " errors | retries | CPU ms/auth switch / PG / loadgen | other load | pgbench tps |"
+        " errors | retries | CPU ms/auth switch / PG / loadgen | other load / stolen |"
+        " pgbench tps |"
         " ratio |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -145,7 +147,9 @@ def markdown_summary(results: dict[str, Any]) -> str:
     lines += ["", "CPU ms/auth: CPU time of the switch process(es), of PostgreSQL and of the "
               "load generator per measured authorization. Other load: CPU used by other "
               "processes on the machine during the window, as a share of all cores (a shared "
-              "machine makes every figure pessimistic)."]
+              "machine makes every figure pessimistic). Stolen: time the cores were ready "
+              "but the hypervisor ran another guest (steal), same scale; a phase with "
+              "stolen time has latency that nothing on this machine caused."]
     stages = [(ph["name"], stage_line(ph)) for ph in results["phases"]]
     if any(text for _, text in stages):
         lines += ["", "Inside the switch (its own histograms, mean per request in the window):",
@@ -187,10 +191,13 @@ def stage_line(phase: dict[str, Any]) -> str:
 
 
 def _other(ph: dict[str, Any], cpus: int) -> str:
-    other = ph.get("other_cpu_s")
-    if other is None or not ph.get("duration_s"):
-        return "n/a"
-    return f"{100.0 * other / (ph['duration_s'] * cpus):.0f}%"
+    def share(key: str) -> str:
+        seconds = ph.get(key)
+        if seconds is None or not ph.get("duration_s"):
+            return "n/a"
+        return f"{100.0 * seconds / (ph['duration_s'] * cpus):.0f}%"
+
+    return f"{share('other_cpu_s')} / {share('stolen_cpu_s')}"
 
 
 def plot(results: dict[str, Any], curves: dict[str, list[tuple[float, float]]],

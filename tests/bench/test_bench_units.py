@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from benchmarks import report
 from benchmarks.harness import _errors_by_phase
 from benchmarks.loadgen import Recorder, decode_histogram, encode_histogram, merge_results
 from benchmarks.pgbench import PgbenchError, parse_output
-from benchmarks.probes import counter_delta, histogram_means, parse_counters
+from benchmarks.probes import counter_delta, histogram_means, machine_cpu_s, parse_counters
 from benchmarks.workload import (
     EXPECTED_CODE,
+    CardState,
     Dataset,
     Mix,
     Op,
@@ -262,3 +264,47 @@ def test_a_failed_run_says_where_its_errors_were_and_how_busy_the_machine_was() 
     assert text.startswith("open-862tps@1M: 906, other processes ")
     assert "closed-32" not in text
     assert _errors_by_phase(phases[:1]) == "no phase counted them"
+
+
+def test_time_stolen_by_the_hypervisor_is_told_apart_from_other_load(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    times = namedtuple("times", "user nice system idle iowait irq softirq steal guest guest_nice")
+    monkeypatch.setattr("benchmarks.probes.psutil.cpu_times",
+                        lambda: times(10.0, 1.0, 4.0, 50.0, 2.0, 0.0, 1.0, 3.0, 0.5, 0.0))
+    busy, stolen = machine_cpu_s()
+    # Guest time is already inside user time; steal is neither this machine's work nor idle.
+    assert (busy, stolen) == (pytest.approx(16.0), 3.0)  # user, nice, system, softirq
+    phase = {"name": "open-900tps", "errors": 12, "other_cpu_s": 0.4, "stolen_cpu_s": 6.0,
+             "duration_s": 20.0}
+    assert _errors_by_phase([phase]) == (
+        "open-900tps: 12, other processes 1% of all cores, 15% stolen by the hypervisor")
+    assert report._other(phase, 2) == "1% / 15%"
+    assert report._other({"duration_s": 20.0, "other_cpu_s": 0.4}, 2) == "1% / n/a"
+
+
+@pytest.mark.parametrize("op", [Op.WITHDRAWAL, Op.BALANCE, Op.WRONG_PIN, Op.INSUFFICIENT])
+def test_the_load_generators_requests_are_what_the_atm_client_builds(op: Op) -> None:
+    from benchmarks.loadgen import AtmSession, LoadSpec
+    from hsm.terminal import encrypt_pin_block
+    from switch.atm import CardData
+
+    data = Dataset.generate(cards=3, atms=1, seed=7)
+    atm = data.atms[0]
+    spec = LoadSpec(host="127.0.0.1", port=1, mode="closed",
+                    connections=((atm, data.cards),), mix=Mix())
+    session = AtmSession(atm, data.cards, Mix(), random.Random(3), spec)
+    state = CardState(index=1)
+    out, withdrawn = session.build(op, state, None)
+    sent = out.message()
+    card = data.cards[1]
+    pin = card.wrong_pin if op is Op.WRONG_PIN else card.pin
+    expected = session.builder.financial_fields(
+        CardData(card.pan, card.expiry), processing=sent.fields[3], amount=int(sent.fields[4]),
+        pin=None, stan=out.stan,
+        extra={52: encrypt_pin_block(atm.tpk_hex, pin, card.pan, 0)})
+    assert sent.mti == "0200" and dict(sent.fields) == expected
+    assert sent.fields[3] == ("310000" if op is Op.BALANCE else "010000")
+    assert (withdrawn is not None) == (op is Op.WITHDRAWAL)
+    # The next request of the same card carries the next STAN, the same card fields.
+    again = session.build(op, state, None)[0].message()
+    assert again.fields[11] != sent.fields[11] and again.fields[2] == card.pan
