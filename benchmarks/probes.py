@@ -60,9 +60,10 @@ def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, floa
 def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
     """From a counter delta: mean milliseconds per pipeline stage (`stage_ms`), mean
     operations per group-commit batch (`batch_operations`), the share of those
-    operations decided set-wise (`set_wise_share`) and the switch's full
+    operations decided set-wise (`set_wise_share`), the switch's full
     (generation 2) garbage collections with their mean pause (`gc_full`,
-    `gc_full_pause_ms`) over the window."""
+    `gc_full_pause_ms`) and its young ones (generations 0 and 1) with their total
+    pause (`gc_young`, `gc_young_pause_ms_total`) over the window."""
     if delta is None:
         return None
     means: dict[str, float] = {}
@@ -85,6 +86,12 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
             means["gc_full"] = count
             if count > 0:
                 means["gc_full_pause_ms"] = round(total * 1000.0 / count, 3)
+        elif name == f"{GC_HISTOGRAM}_sum" and stage in ("0", "1"):
+            # Young collections: frequent and short; their sum is CPU the switch spent.
+            means["gc_young"] = means.get("gc_young", 0.0) + delta.get(
+                f"{GC_HISTOGRAM}_count:{stage}", 0.0)
+            means["gc_young_pause_ms_total"] = round(
+                means.get("gc_young_pause_ms_total", 0.0) + total * 1000.0, 3)
     return means
 
 

@@ -187,6 +187,9 @@ def stage_line(phase: dict[str, Any]) -> str:
         text += f"; {means['gc_full']:.0f} full GC"
         if means["gc_full"]:
             text += f" of {means['gc_full_pause_ms']:.1f} ms mean"
+    if "gc_young" in means:
+        text += (f"; {means['gc_young']:.0f} young GCs, "
+                 f"{means['gc_young_pause_ms_total']:.0f} ms in all")
     return text
 
 

@@ -158,8 +158,8 @@ def test_stage_and_batch_means_from_histograms() -> None:
             f"atm_switch_ledger_set_wise_operations_total {batch_sum * 0.6}\n"
             "# HELP atm_switch_gc_pause_seconds GC.\n"
             "# TYPE atm_switch_gc_pause_seconds histogram\n"
-            'atm_switch_gc_pause_seconds_count{generation="0"} 900\n'
-            'atm_switch_gc_pause_seconds_sum{generation="0"} 0.2\n'
+            f'atm_switch_gc_pause_seconds_count{{generation="0"}} {900 + pin_count}\n'
+            f'atm_switch_gc_pause_seconds_sum{{generation="0"}} {0.2 + pin_count / 10_000}\n'
             f'atm_switch_gc_pause_seconds_count{{generation="2"}} {full_gcs}\n'
             f'atm_switch_gc_pause_seconds_sum{{generation="2"}} {full_gc_s}\n')
 
@@ -169,16 +169,18 @@ def test_stage_and_batch_means_from_histograms() -> None:
     # 0.5 s over 200 PIN checks; 350 operations over 100 batches, 60% of them set-wise;
     # no MAC checked: no mean; no full collection in the window; of the window's 200
     # requests 100 took at most 5 ms and all at most 10 ms, so the 99th percentile is in
-    # the 10 ms bucket.
+    # the 10 ms bucket; 200 young collections took 20 ms in all.
     assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "set_wise_share": 0.6,
-                     "gc_full": 0.0, "total_p99_le_ms": 10.0}
+                     "gc_full": 0.0, "total_p99_le_ms": 10.0, "gc_young": 200.0,
+                     "gc_young_pause_ms_total": 20.0}
     assert report.stage_line({"switch_means": means, "ledger_transactions_per_auth": 0.25}) \
         == ("pin 2.5 ms; p99 of total <= 10 ms; 3.5 operations per group commit "
-            "(60% of them set-wise); 0.250 database transactions per request; 0 full GC")
+            "(60% of them set-wise); 0.250 database transactions per request; 0 full GC; "
+            "200 young GCs, 20 ms in all")
     later = parse_counters(page(1.5, 300, 400.0, 120, 3, 0.506))
     means = histogram_means(counter_delta(after, later))
     assert means is not None and means["gc_full"] == 2 and means["gc_full_pause_ms"] == 3.0
-    assert report.stage_line({"switch_means": means}).endswith("; 2 full GC of 3.0 ms mean")
+    assert "; 2 full GC of 3.0 ms mean; 0 young GCs" in report.stage_line({"switch_means": means})
     assert histogram_means(None) is None
 
 
