@@ -796,11 +796,8 @@ def _other_pct(phase: dict[str, Any]) -> float | None:
 
 
 def _share_pct(phase: dict[str, Any], key: str) -> float | None:
-    """A phase's CPU seconds under `key` as a share of all cores over its window."""
-    seconds = phase.get(key)
-    if seconds is None:
-        return None
-    return round(100.0 * seconds / (phase["duration_s"] * (os.cpu_count() or 1)), 1)
+    share = report.share_pct(phase, key, os.cpu_count() or 1)
+    return None if share is None else round(share, 1)
 
 
 def _errors_by_phase(phases: list[dict[str, Any]]) -> str:

@@ -92,6 +92,10 @@ def write_json(results: dict[str, Any], out_dir: Path, stamp: str) -> tuple[Path
     return latest, stamped
 
 
+# A phase that lost this share of all cores to other guests is flagged in the summary.
+STOLEN_WARN_PCT = 5.0
+
+
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None:
         return "n/a"
@@ -150,6 +154,15 @@ def markdown_summary(results: dict[str, Any]) -> str:
               "machine makes every figure pessimistic). Stolen: time the cores were ready "
               "but the hypervisor ran another guest (steal), same scale; a phase with "
               "stolen time has latency that nothing on this machine caused."]
+    stolen = [(ph["name"], share) for ph in results["phases"]
+              if (share := share_pct(ph, "stolen_cpu_s", cpus)) is not None
+              and share >= STOLEN_WARN_PCT]
+    if stolen:
+        lines += ["", "**The hypervisor took CPU time from this run** (steal, as a share of "
+                  "all cores): " + ", ".join(f"{name} {share:.0f}%" for name, share in stolen)
+                  + ". Those phases' throughput and latency are pessimistic; their CPU per "
+                  "authorization (process time, which steal does not count) and the CPU "
+                  "ratio are the figures to compare."]
     stages = [(ph["name"], stage_line(ph)) for ph in results["phases"]]
     if any(text for _, text in stages):
         lines += ["", "Inside the switch (its own histograms, mean per request in the window):",
@@ -193,14 +206,17 @@ def stage_line(phase: dict[str, Any]) -> str:
     return text
 
 
-def _other(ph: dict[str, Any], cpus: int) -> str:
-    def share(key: str) -> str:
-        seconds = ph.get(key)
-        if seconds is None or not ph.get("duration_s"):
-            return "n/a"
-        return f"{100.0 * seconds / (ph['duration_s'] * cpus):.0f}%"
+def share_pct(ph: dict[str, Any], key: str, cpus: int) -> float | None:
+    """A phase's CPU seconds under `key` as a percentage of all cores over its window."""
+    seconds = ph.get(key)
+    if seconds is None or not ph.get("duration_s"):
+        return None
+    return 100.0 * seconds / (ph["duration_s"] * cpus)
 
-    return f"{share('other_cpu_s')} / {share('stolen_cpu_s')}"
+
+def _other(ph: dict[str, Any], cpus: int) -> str:
+    shares = (share_pct(ph, key, cpus) for key in ("other_cpu_s", "stolen_cpu_s"))
+    return " / ".join("n/a" if share is None else f"{share:.0f}%" for share in shares)
 
 
 def plot(results: dict[str, Any], curves: dict[str, list[tuple[float, float]]],

@@ -226,6 +226,13 @@ def test_report_headline_and_markdown() -> None:
     text = report.markdown_summary(results)
     assert "closed-32" in text and "ratio **0.50**" in text and "clean" in text
     assert "- closed-32: 7 collections, longest 2.4 ms" in text
+    assert "hypervisor took" not in text
+    # A phase that lost 5% of the cores or more to other guests is named as such.
+    phases[1].update(duration_s=20.0, other_cpu_s=0.4, stolen_cpu_s=8.0)
+    phases[2].update(duration_s=20.0, other_cpu_s=0.0, stolen_cpu_s=1.0)
+    text = report.markdown_summary(results)
+    assert "| 1% / 20% |" in text and "| 0% / 2% |" in text
+    assert "(steal, as a share of all cores): closed-32 20%." in text
 
 
 def test_verifier_output_is_masked() -> None:
