@@ -502,6 +502,11 @@ def with_pgbench(ctx: Context, phase: dict[str, Any]) -> dict[str, Any]:
     client_ms = None if done == 0 else client_s * 1000.0 / done
     phase["pgbench"]["postgres_cpu_ms_per_txn"] = None if pg_ms is None else round(pg_ms, 4)
     phase["pgbench"]["client_cpu_ms_per_txn"] = None if client_ms is None else round(client_ms, 4)
+    # Steal during pgbench's own window: the ratio compares two windows, and the
+    # hypervisor may have taken more from one than from the other.
+    stolen_s = used.get("machine_stolen")
+    phase["pgbench"]["stolen_pct"] = None if stolen_s is None else round(
+        100.0 * stolen_s / (ctx.settings.duration_s * (os.cpu_count() or 1)), 1)
     # What the ratio would be if both sides were CPU-bound on the same dedicated cores:
     # (CPU per pgbench transaction) / (CPU per authorization: switch + PG + load generator).
     # Far less sensitive to other load on a shared machine than the measured ratio.
@@ -512,7 +517,9 @@ def with_pgbench(ctx: Context, phase: dict[str, Any]) -> dict[str, Any]:
         phase["cpu_ratio_estimate"] = round((pg_ms + client_ms) / per_auth, 3)
     phase["ratio"] = round(phase["auth_tps"] / res.tps, 3) if res.tps > 0 else None
     print(f"{'':>18}   pgbench -N -c {phase['clients']}: {res.tps:,.0f} tps; switch "
-          f"{phase['auth_tps']:,.0f} auth/s; ratio {phase['ratio']}", file=sys.stderr)
+          f"{phase['auth_tps']:,.0f} auth/s; ratio {phase['ratio']}; stolen by the "
+          f"hypervisor {phase['pgbench']['stolen_pct']}% (pgbench) and "
+          f"{_share_pct(phase, 'stolen_cpu_s')}% (switch)", file=sys.stderr)
     return phase
 
 

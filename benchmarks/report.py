@@ -147,7 +147,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
             f"{_fmt(ph.get('switch_cpu_ms_per_auth'), 2)} / "
             f"{_fmt(ph.get('postgres_cpu_ms_per_auth'), 2)} / "
             f"{_fmt(ph.get('loadgen_cpu_ms_per_auth'), 2)} | {_other(ph, cpus)} | "
-            f"{_fmt((ph.get('pgbench') or {}).get('tps'))} | {_fmt(ph.get('ratio'), 2)} |")
+            f"{_pgbench_cell(ph.get('pgbench'))} | {_fmt(ph.get('ratio'), 2)} |")
     lines += ["", "CPU ms/auth: CPU time of the switch process(es), of PostgreSQL and of the "
               "load generator per measured authorization. Other load: CPU used by other "
               "processes on the machine during the window, as a share of all cores (a shared "
@@ -204,6 +204,15 @@ def stage_line(phase: dict[str, Any]) -> str:
         text += (f"; {means['gc_young']:.0f} young GCs, "
                  f"{means['gc_young_pause_ms_total']:.0f} ms in all")
     return text
+
+
+def _pgbench_cell(pgbench: dict[str, Any] | None) -> str:
+    """pgbench's tps, with the share of the cores stolen during its window."""
+    if not pgbench:
+        return "n/a"
+    stolen = pgbench.get("stolen_pct")
+    tps = _fmt(pgbench.get("tps"))
+    return tps if stolen is None else f"{tps} ({stolen:.0f}% stolen)"
 
 
 def share_pct(ph: dict[str, Any], key: str, cpus: int) -> float | None:

@@ -229,9 +229,11 @@ def test_report_headline_and_markdown() -> None:
     assert "hypervisor took" not in text
     # A phase that lost 5% of the cores or more to other guests is named as such.
     phases[1].update(duration_s=20.0, other_cpu_s=0.4, stolen_cpu_s=8.0)
-    phases[2].update(duration_s=20.0, other_cpu_s=0.0, stolen_cpu_s=1.0)
+    phases[2].update(duration_s=20.0, other_cpu_s=0.0, stolen_cpu_s=1.0,
+                     pgbench={"tps": 400.0, "stolen_pct": 31.0})
     text = report.markdown_summary(results)
-    assert "| 1% / 20% |" in text and "| 0% / 2% |" in text
+    assert "| 1% / 20% | 600.0 | 0.50 |" in text
+    assert "| 0% / 2% | 400.0 (31% stolen) | 0.50 |" in text
     assert "(steal, as a share of all cores): closed-32 20%." in text
 
 
