@@ -483,6 +483,7 @@ def with_pgbench(ctx: Context, phase: dict[str, Any]) -> dict[str, Any]:
         phase["pgbench"], phase["ratio"] = None, None
         return phase
     threads = min(phase["clients"], os.cpu_count() or 1)
+    children = ctx.cpu.postgres_children()
     before = ctx.cpu.sample()
     kids_before = os.times()
     try:
@@ -490,6 +491,7 @@ def with_pgbench(ctx: Context, phase: dict[str, Any]) -> dict[str, Any]:
                               protocol=ctx.args.pgbench_protocol)
     except PgbenchError as exc:
         raise BenchError(str(exc)) from None
+    ctx.cpu.wait_reaped(children)  # pgbench's backends count once reaped
     used = cpu_delta(before, ctx.cpu.sample())
     kids_after = os.times()
     phase["pgbench"] = res.as_dict()

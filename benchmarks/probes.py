@@ -5,6 +5,7 @@ of transactions the ledger database ran."""
 from __future__ import annotations
 
 import math
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -15,6 +16,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 SCRAPE_TIMEOUT_S = 5.0
+REAP_WAIT_S = 3.0  # how long to wait for exited backends to be reaped before sampling CPU
 # Counters whose increase over a window the report shows (sums over all labels).
 COUNTERS = (
     "atm_switch_ledger_retries_total",
@@ -198,6 +200,29 @@ class CpuProbe:
     switch_pids: list[int] = field(default_factory=list)
     postgres_pid: int | None = None
     database_dsn: str | None = None
+
+    def postgres_children(self) -> int | None:
+        """How many processes the postmaster has now (backends and helpers)."""
+        if self.postgres_pid is None:
+            return None
+        try:
+            return len(psutil.Process(self.postgres_pid).children())
+        except psutil.Error:
+            return None
+
+    def wait_reaped(self, children_max: int | None, timeout_s: float = REAP_WAIT_S) -> None:
+        """Wait (bounded) until the postmaster is down to ``children_max`` processes: a
+        backend's CPU time reaches the postmaster's children_* figures only once it
+        has exited and been reaped, so sampling right after a client disconnects
+        can miss it (pgbench's backends at one client went missing that way)."""
+        if children_max is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            count = self.postgres_children()
+            if count is None or count <= children_max:
+                return
+            time.sleep(0.02)
 
     def sample(self) -> dict[str, float | None]:
         busy, stolen = machine_cpu_s()

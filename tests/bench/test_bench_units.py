@@ -319,3 +319,29 @@ def test_the_load_generators_requests_are_what_the_atm_client_builds(op: Op) -> 
     # The next request of the same card carries the next STAN, the same card fields.
     again = session.build(op, state, None)[0].message()
     assert again.fields[11] != sent.fields[11] and again.fields[2] == card.pan
+
+
+def test_cpu_of_exited_backends_is_counted_once_they_are_reaped() -> None:
+    import sys
+    import time
+
+    from benchmarks.probes import CpuProbe, _tree_cpu_s
+
+    # A stand-in postmaster: starts a child that burns ~0.3 s of CPU, reaps it, lingers.
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "subprocess.run([sys.executable, '-c', "
+        "'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.3: pass'])\n"
+        "time.sleep(30)\n")])
+    try:
+        probe = CpuProbe(postgres_pid=parent.pid)
+        deadline = time.monotonic() + 10
+        while probe.postgres_children() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the child has started
+        assert probe.postgres_children() == 1
+        probe.wait_reaped(0, timeout_s=10.0)
+        assert probe.postgres_children() == 0
+        assert _tree_cpu_s([parent.pid]) >= 0.25  # the child's CPU, through the parent
+    finally:
+        parent.kill()
+        parent.wait()
