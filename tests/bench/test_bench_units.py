@@ -345,3 +345,12 @@ def test_cpu_of_exited_backends_is_counted_once_they_are_reaped() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_the_request_path_benchmark_runs_the_pipeline_to_an_approval() -> None:
+    from benchmarks import request_path
+
+    result = request_path.run(requests=20, rounds=2)
+    # The 20 requests once as warm-up, then 2 rounds of them: each reached the ledger.
+    assert result["ledger_operations"] == 60
+    assert 0 < result["us_per_request_min"] <= result["us_per_request_median"]  # type: ignore[operator]
