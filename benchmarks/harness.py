@@ -336,6 +336,10 @@ def run_phase(ctx: Context, *, name: str, group: str, mode: str, clients: int,
         t_begin = time.monotonic() + 0.3
         t_measure = t_begin + s.warmup_s
         t_end = t_measure + s.duration_s
+        # The window on the wall clock, to line its per-second figures up with other
+        # logs (PostgreSQL's autovacuum and checkpoint lines, the switch's).
+        window_started = dt.datetime.now(dt.UTC) + dt.timedelta(
+            seconds=t_measure - time.monotonic())
         for _, parent, _ in procs:
             parent.send(("go", t_begin, t_measure, t_end))
         before, after = _watch(ctx, name, procs, t_begin, t_measure, t_end)
@@ -347,7 +351,10 @@ def run_phase(ctx: Context, *, name: str, group: str, mode: str, clients: int,
                 proc.kill()
             parent.close()
     merged = merge_results(results)
-    return _phase_record(ctx, name, group, mode, clients, rate_tps, merged, ready, before, after)
+    record = _phase_record(ctx, name, group, mode, clients, rate_tps, merged, ready, before,
+                           after)
+    record["window_started_at"] = window_started.isoformat(timespec="milliseconds")
+    return record
 
 
 def _expect(pipe: Any, tag: str, timeout_s: float) -> Any:

@@ -9,6 +9,7 @@ errors or timeouts, and the results file has every documented key.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -45,6 +46,9 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
         assert phase["errors"] == 0 and not phase["error_kinds"], phase["name"]
         assert phase["completed"] > 0, phase["name"]
         assert phase["signon"] == {"00": phase["connections"]}, phase["name"]
+        # The window on the wall clock (to line up with other logs), and steal measured.
+        assert dt.datetime.fromisoformat(phase["window_started_at"]).tzinfo is not None
+        assert phase["stolen_cpu_s"] is not None and phase["stolen_cpu_s"] >= 0
         # Every request that reaches the ledger costs at most about one transaction.
         assert 0 < phase["ledger_transactions_per_auth"] < 2, phase["name"]
         codes = {code for per_op in phase["codes"].values() for code in per_op}
