@@ -463,6 +463,7 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "substituted_ops": merged["substituted"], "card_collisions": merged["card_collisions"],
         # The load generator's own collector pauses (latency the switch did not cause).
         "loadgen_gc": merged["loadgen_gc"],
+        "loadgen_max_rss_mb": merged.get("loadgen_max_rss_mb"),
     }
 
 
@@ -545,7 +546,8 @@ def _say(ph: dict[str, Any]) -> None:
         print(f"{'':>18}   in the switch: {stages}", file=sys.stderr)
     if gc_pauses := ph.get("loadgen_gc"):
         print(f"{'':>18}   load generator: {gc_pauses['collections']} GC pauses, longest "
-              f"{gc_pauses['pause_max_ms']:.1f} ms", file=sys.stderr)
+              f"{gc_pauses['pause_max_ms']:.1f} ms; {ph.get('loadgen_max_rss_mb')} MB at most",
+              file=sys.stderr)
 
 
 # -- the run ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 A full (generation 2) collection stops the whole process for as long as it
 scans every tracked object. Two things keep that short, in the switch and in
-the benchmark's load generator alike:
+the benchmark's load generator alike (which, being bounded in time, also turns
+the collector off while its load runs):
 
 - ``freeze_long_lived()`` once start-up is done: what is alive then (modules,
   classes, functions, library internals; ~90,000 objects in the switch) lives
