@@ -540,8 +540,9 @@ def _say(ph: dict[str, Any]) -> None:
           f"  retries {ph['ledger_retries']}", file=sys.stderr)
     other, stolen = _other_pct(ph), _share_pct(ph, "stolen_cpu_s")
     if other is not None and stolen is not None:
-        print(f"{'':>18}   other processes {other:.0f}% of all cores, stolen by the "
-              f"hypervisor {stolen:.0f}%", file=sys.stderr)
+        busy = report.busy_line(ph, os.cpu_count() or 1)
+        print(f"{'':>18}   cores {busy}; other processes {other:.0f}% of all cores, "
+              f"stolen by the hypervisor {stolen:.0f}%", file=sys.stderr)
     if stages := report.stage_line(ph):
         print(f"{'':>18}   in the switch: {stages}", file=sys.stderr)
     if gc_pauses := ph.get("loadgen_gc"):

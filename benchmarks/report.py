@@ -163,6 +163,13 @@ def markdown_summary(results: dict[str, Any]) -> str:
                   + ". Those phases' throughput and latency are pessimistic; their CPU per "
                   "authorization (process time, which steal does not count) and the CPU "
                   "ratio are the figures to compare."]
+    busy = [(ph["name"], line) for ph in results["phases"]
+            if ph.get("mode") == "open" and (line := busy_line(ph, cpus))]
+    if busy:
+        lines += ["", "How busy the cores were in the open loop (its rate is a share of the "
+                  "best closed-loop throughput, but smaller group commits and processes "
+                  "idling between requests cost more CPU per authorization there): "
+                  + "; ".join(f"{name} {line}" for name, line in busy) + "."]
     stages = [(ph["name"], stage_line(ph)) for ph in results["phases"]]
     if any(text for _, text in stages):
         lines += ["", "Inside the switch (its own histograms, mean per request in the window):",
@@ -204,6 +211,19 @@ def stage_line(phase: dict[str, Any]) -> str:
         text += (f"; {means['gc_young']:.0f} young GCs, "
                  f"{means['gc_young_pause_ms_total']:.0f} ms in all")
     return text
+
+
+def busy_line(ph: dict[str, Any], cpus: int) -> str:
+    """"84% busy (switch 39%, PostgreSQL 30%, load generator 15%)": shares of all
+    cores over the phase's window; "" when the machine's figure is missing."""
+    busy = share_pct(ph, "machine_busy_cpu_s", cpus)
+    if busy is None:
+        return ""
+    parts = [(label, share_pct(ph, key, cpus)) for label, key in (
+        ("switch", "switch_cpu_s"), ("PostgreSQL", "postgres_cpu_s"),
+        ("load generator", "loadgen_cpu_s"))]
+    shown = ", ".join(f"{label} {share:.0f}%" for label, share in parts if share is not None)
+    return f"{busy:.0f}% busy" + (f" ({shown})" if shown else "")
 
 
 def _pgbench_cell(pgbench: dict[str, Any] | None) -> str:

@@ -235,6 +235,14 @@ def test_report_headline_and_markdown() -> None:
     assert "| 1% / 20% | 600.0 | 0.50 |" in text
     assert "| 0% / 2% | 400.0 (31% stolen) | 0.50 |" in text
     assert "(steal, as a share of all cores): closed-32 20%." in text
+    # An open-loop phase says how busy the cores were, and who kept them busy.
+    assert "How busy the cores were" not in text
+    phases.append(dict(phase("open-150tps", 32, 150.0), mode="open", duration_s=20.0,
+                       machine_busy_cpu_s=30.0, switch_cpu_s=14.0, postgres_cpu_s=10.0,
+                       loadgen_cpu_s=5.0))
+    text = report.markdown_summary(results)
+    assert ("open-150tps 75% busy (switch 35%, PostgreSQL 25%, load generator 12%)."
+            in text)
 
 
 def test_verifier_output_is_masked() -> None:
