@@ -29,6 +29,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from benchmarks.hsm_bench import PVK_HEX
+from benchmarks.hsm_bench import TPK_TDES_HEX as TPK_HEX
 from hsm.interface import AsyncSoftHsm
 from hsm.keys import KeyAlgorithm, KeyUsage, MasterKey
 from hsm.soft import SoftHsm
@@ -47,10 +49,6 @@ from switch.atm import AtmClient, AtmConfig, CardData
 from switch.metrics import Metrics
 from switch.pipeline import Pipeline, PipelineSettings, Session
 
-# Published test values (never production material).
-MASTER_HEX = "0123456789ABCDEFFEDCBA987654321089ABCDEF0123456776543210FEDCBA98"
-TPK_HEX = "0123456789ABCDEFFEDCBA9876543210"
-PVK_HEX = "FEDCBA98765432100123456789ABCDEF"
 PAN = "4761739001010010"
 PIN = "1111"
 
@@ -80,7 +78,7 @@ class _MemoryLedger:
 
 
 def _setup(requests: int) -> tuple[Pipeline, _MemoryLedger, list[bytes]]:
-    soft = SoftHsm(MasterKey.from_hex(MASTER_HEX))
+    soft = SoftHsm(MasterKey.demo())
     tpk = soft.import_clear_key(KeyUsage.TPK, KeyAlgorithm.TDES2, TPK_HEX)
     pvk = soft.import_clear_key(KeyUsage.PVK, KeyAlgorithm.TDES2, PVK_HEX)
     terminal = TerminalRecord(terminal_id="ATM00001", acquirer_id="654321", status="active",
