@@ -268,9 +268,9 @@ class _CardWire:
     pin_wrong: str
     # The encoded 0200 of this card, where each per-request field lies in it, and
     # the two PIN blocks as they travel (made before the load starts).
-    template: bytes = b""
-    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
-    pin_wire: dict[str, bytes] = field(default_factory=dict)
+    template: bytes
+    spans: dict[int, tuple[int, int]]
+    pin_wire: dict[str, bytes]
 
     def __repr__(self) -> str:
         return "_CardWire(<masked>)"
@@ -288,16 +288,11 @@ class AtmSession:
         self.builder = AtmClient(AtmConfig(terminal_id=atm.terminal_id,
                                            acquirer_id=atm.acquirer_id),
                                  stan_start=rng.randrange(1, 990_000))
-        # Index cards by position in this session; the chooser works on indexes.
-        self.wire = [_CardWire(CardData(c.pan, c.expiry),
-                               encrypt_pin_block(atm.tpk_hex, c.pin, c.pan, 0),
-                               encrypt_pin_block(atm.tpk_hex, c.wrong_pin, c.pan, 0))
-                     for c in cards]
-        # Every card's template is made now, before the load: most cards of a run are
-        # used a few times only, so making them on first use was a steady cost inside
-        # the measured window (a tenth of the load generator's CPU at 10,000 cards).
-        for card in self.wire:
-            self._make_template(card)
+        # Index cards by position in this session; the chooser works on indexes. Every
+        # card's template is made now, before the load: most cards of a run are used a
+        # few times only, so making them on first use was a steady cost inside the
+        # measured window (a tenth of the load generator's CPU at 10,000 cards).
+        self.wire = [self._card_wire(atm, c) for c in cards]
         self.chooser = OpChooser(mix, list(range(len(cards))), rng)
         self.conn: BenchConnection | None = None
 
@@ -344,17 +339,22 @@ class AtmSession:
         buf[start:end] = card.pin_wire[pin_block]
         return Outgoing("0200", base[11], bytes(buf), self.profile)
 
-    def _make_template(self, card: _CardWire) -> None:
+    def _card_wire(self, atm: Atm, card: Card) -> _CardWire:
+        data = CardData(card.pan, card.expiry)
+        pin_ok = encrypt_pin_block(atm.tpk_hex, card.pin, card.pan, 0)
+        pin_wrong = encrypt_pin_block(atm.tpk_hex, card.wrong_pin, card.pan, 0)
         # The per-request fields are written over (a placeholder STAN: none is used up).
         # Encoding with either PIN block checks every field this card sends.
-        fields = self.builder.financial_fields(card.data, processing="000000", amount=0,
+        fields = self.builder.financial_fields(data, processing="000000", amount=0,
                                                pin=None, stan="000000")
-        for block in (card.pin_ok, card.pin_wrong):
+        pin_wire: dict[str, bytes] = {}
+        for block in (pin_ok, pin_wrong):
             payload, spans = encode_with_spans(IsoMessage("0200", {**fields, 52: block}),
                                                self.profile)
             start, end = spans[52]
-            card.pin_wire[block] = payload[start:end]
-        card.template, card.spans = payload, {n: spans[n] for n in _PER_REQUEST_FIELDS}
+            pin_wire[block] = payload[start:end]
+        return _CardWire(data, pin_ok, pin_wrong, template=payload,
+                         spans={n: spans[n] for n in _PER_REQUEST_FIELDS}, pin_wire=pin_wire)
 
 
 # -- recording -------------------------------------------------------------------
