@@ -516,7 +516,7 @@ def with_pgbench(ctx: Context, phase: dict[str, Any]) -> dict[str, Any]:
     # hypervisor may have taken more from one than from the other.
     stolen_s = used.get("machine_stolen")
     phase["pgbench"]["stolen_pct"] = None if stolen_s is None else round(
-        100.0 * stolen_s / (ctx.settings.duration_s * (os.cpu_count() or 1)), 1)
+        report.cores_pct(stolen_s, ctx.settings.duration_s, os.cpu_count() or 1), 1)
     # What the ratio would be if both sides were CPU-bound on the same dedicated cores:
     # (CPU per pgbench transaction) / (CPU per authorization: switch + PG + load generator).
     # Far less sensitive to other load on a shared machine than the measured ratio.

@@ -235,12 +235,17 @@ def _pgbench_cell(pgbench: dict[str, Any] | None) -> str:
     return tps if stolen is None else f"{tps} ({stolen:.0f}% stolen)"
 
 
+def cores_pct(seconds: float, duration_s: float, cpus: int) -> float:
+    """CPU seconds as a percentage of all cores over a window of `duration_s`."""
+    return 100.0 * seconds / (duration_s * cpus)
+
+
 def share_pct(ph: dict[str, Any], key: str, cpus: int) -> float | None:
     """A phase's CPU seconds under `key` as a percentage of all cores over its window."""
     seconds = ph.get(key)
     if seconds is None or not ph.get("duration_s"):
         return None
-    return 100.0 * seconds / (ph["duration_s"] * cpus)
+    return cores_pct(seconds, ph["duration_s"], cpus)
 
 
 def _other(ph: dict[str, Any], cpus: int) -> str:
