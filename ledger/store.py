@@ -380,7 +380,8 @@ class Ledger:
                    business_tz: str = "UTC", hold_ttl_s: float = 7 * 86400,
                    call_timeout_s: float = 10.0, acquire_timeout_s: float = 5.0,
                    clock: Clock | None = None, batch_max: int = 32,
-                   batch_lanes: int | None = None, batch_lane_open_min: int = 4) -> Ledger:
+                   batch_lanes: int | None = None,
+                   batch_lane_open_min: int | None = None) -> Ledger:
         """Connect a pool of at most ``pool_size_max`` sessions.
 
         ``on_retry(reason)`` is called before each retry, reason being
@@ -393,12 +394,17 @@ class Ledger:
         assert pool_size_max >= 1 and retries_max >= 0
         # Fewer lanes than sessions: operations arriving while every lane is busy
         # share the next commit (ledger.batch). Defaults: an eighth of the pool (2 of
-        # 16) in batches of up to 32, the second lane opening once 4 operations wait:
-        # larger batches, less PostgreSQL CPU per authorization, 64 operations still
-        # in flight (measured in paired runs: BENCHMARKS.md, "This round").
+        # 16) in batches of up to 32, the second lane opening only once a full batch
+        # waits. Up to that backlog one statement is in flight and the others gather
+        # behind it: at 32 ATMs on two shared cores, batches of 14 instead of 8,
+        # PostgreSQL's CPU per authorization down a sixth and throughput up 10-20%
+        # against opening at 4 (BENCHMARKS.md, 2026-12-03 midday); beyond it, 64
+        # operations are in flight as before.
         lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 8)
+        open_min = batch_lane_open_min if batch_lane_open_min is not None else batch_max
+        assert open_min >= 1
         settings = _Settings(batch_max=batch_max, batch_lanes=lanes,
-                             batch_lane_open_min=batch_lane_open_min, retries_max=retries_max,
+                             batch_lane_open_min=open_min, retries_max=retries_max,
                              call_timeout_s=call_timeout_s,
                              acquire_timeout_s=acquire_timeout_s, hold_ttl_s=hold_ttl_s,
                              business_tz=ZoneInfo(business_tz))

@@ -84,7 +84,7 @@ async def open_ledger(config: SwitchConfig, db: Database, secrets: Secrets,
         business_tz=config.business_tz,
         call_timeout_s=config.authorize_timeout_s, batch_max=config.db_batch_max,
         batch_lanes=config.db_batch_lanes or None,
-        batch_lane_open_min=config.db_batch_lane_open_min)
+        batch_lane_open_min=config.db_batch_lane_open_min or None)
     if not await schema_is_current(db.dsn):
         await ledger.close()
         raise SchemaOutdated("database schema is out of date: run `atm-switch db upgrade`")

@@ -98,8 +98,9 @@ class SwitchConfig:
     # flight at once (0 = an eighth of the pool, at least 1).
     db_batch_max: int = 32
     db_batch_lanes: int = 0
-    # A lane beyond the first opens only once this many operations wait (1: at once).
-    db_batch_lane_open_min: int = 4
+    # A lane beyond the first opens only once this many operations wait (1: at once;
+    # 0 = batch_max, a full batch).
+    db_batch_lane_open_min: int = 0
     in_flight_max: int = 2048
     authorize_timeout_s: float = 5.0
     hsm_timeout_s: float = 1.0
@@ -141,7 +142,8 @@ class SwitchConfig:
         _positive("database.pool_size_max", self.db_pool_size_max)
         _positive("database.retries_max", self.db_retries_max)
         _positive("database.batch_max", self.db_batch_max)
-        _positive("database.batch_lane_open_min", self.db_batch_lane_open_min)
+        if self.db_batch_lane_open_min < 0:
+            raise ConfigError("database.batch_lane_open_min must be 0 (a full batch) or positive")
         if self.db_batch_lanes < 0:
             raise ConfigError("database.batch_lanes must be 0 (automatic) or positive")
         _positive("server.in_flight_max", self.in_flight_max)

@@ -162,6 +162,35 @@ async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: 
         await ledger.close()
 
 
+async def test_a_second_lane_opens_only_for_a_full_batch_by_default(fresh_dsn: str,
+                                                                    clock: Clock) -> None:
+    # Pool 16: two lanes. With the default, the second opens only once batch_max
+    # operations wait, so anything less gathers behind the one batch in flight.
+    sizes: list[int] = []
+    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=16, clock=clock,
+                               batch_max=6, on_batch=sizes.append)
+    try:
+        await provision_terminal(ledger)
+        cards = [await provision_card(ledger, n) for n in range(100, 111)]
+        first = asyncio.ensure_future(ledger.authorize(withdrawal(cards[0], 100)))
+        await asyncio.sleep(0)              # the first takes lane 1, alone
+        four = [asyncio.ensure_future(ledger.authorize(withdrawal(c, 100)))
+                for c in cards[1:5]]
+        for _ in range(2):                  # four waiting < 6: lane 2 stays shut
+            await asyncio.sleep(0)
+        assert sizes == [1]
+        rest = [asyncio.ensure_future(ledger.authorize(withdrawal(c, 100)))
+                for c in cards[5:]]         # ten waiting: a full batch opens lane 2
+        for _ in range(2):                  # they submit; lane 2's task starts
+            await asyncio.sleep(0)
+        assert sizes == [1, 6]
+        results = await asyncio.gather(first, *four, *rest)
+        assert sum(sizes) == 11 and max(sizes) <= 6
+        assert all(r.outcome is Outcome.APPROVED for r in results)
+    finally:
+        await ledger.close()
+
+
 async def test_group_commits_report_their_set_wise_operations(fresh_dsn: str,
                                                               clock: Clock) -> None:
     sizes: list[int] = []

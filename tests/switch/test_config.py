@@ -52,6 +52,7 @@ listen = "127.0.0.1:9100"
         ("[database]\nnope = 1\n", "database.nope"),
         ("[[listeners]]\nprofile = 'ebcdic'\n", "profile"),
         ("[server]\nin_flight_max = 0\n", "in_flight_max"),
+        ("[database]\nbatch_lane_open_min = -1\n", "batch_lane_open_min"),
         ("[business]\ntimezone = 'Mars/Olympus'\n", "time zone"),
         ("[whatever]\n", "unknown section"),
         ("not toml at all [", "not valid TOML"),
