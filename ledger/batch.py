@@ -12,7 +12,10 @@ further lane opens only once ``lane_open_min`` operations wait (1: at once), so
 at moderate load operations gather behind the batch in flight instead of each
 taking a lane, a commit and a round trip of its own. At low load every
 operation goes alone at once (no added latency); under load batches grow by
-themselves.
+themselves. A batch in flight for longer than ``lane_stall_s`` (a statement
+waiting on a lock, a session that hung, a stalled backend) also opens a further
+lane for whatever waits, so a stuck statement holds only its own operations,
+not everything that arrives behind it until a full batch has gathered.
 
 What it keeps: the operations are decided as if each were one call of
 ``ledger_authorize`` under SERIALIZABLE, several in one transaction, in arrival
@@ -32,6 +35,7 @@ one, so only that operation fails.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -47,13 +51,19 @@ RunOne = Callable[[Args], Awaitable[asyncpg.Record]]
 class AuthorizeBatcher:
     def __init__(self, run_many: RunMany, run_one: RunOne, *, batch_max: int,
                  lanes: int, on_batch: Callable[[int], None] | None = None,
-                 lane_open_min: int = 1) -> None:
-        assert batch_max >= 1 and lanes >= 1 and lane_open_min >= 1
+                 lane_open_min: int = 1, lane_stall_s: float = 0.05) -> None:
+        assert batch_max >= 1 and lanes >= 1 and lane_open_min >= 1 and lane_stall_s > 0
         self._run_many = run_many
         self._run_one = run_one
         self._batch_max = batch_max
         self._lanes = lanes
         self._lane_open_min = lane_open_min
+        self._lane_stall_s = lane_stall_s
+        # Start times (time.monotonic) of the batches in flight, and the timer that
+        # opens a further lane should the oldest of them stall.
+        self._started: list[float] = []
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._stall_due = 0.0
         self._on_batch = on_batch
         self._busy = 0
         self._waiting: list[tuple[Args, asyncio.Future[asyncpg.Record]]] = []
@@ -68,16 +78,33 @@ class AuthorizeBatcher:
 
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
+        now = time.monotonic()
         while self._waiting and self._busy < self._lanes and (
-                self._busy == 0 or len(self._waiting) >= self._lane_open_min):
+                self._busy == 0 or len(self._waiting) >= self._lane_open_min
+                or now - self._started[0] >= self._lane_stall_s):
             batch = self._waiting[: self._batch_max]
             del self._waiting[: self._batch_max]
             self._busy += 1
-            task = loop.create_task(self._run(batch))
+            self._started.append(now)
+            task = loop.create_task(self._run(batch, now))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        if self._waiting and 0 < self._busy < self._lanes:
+            # Operations wait behind a lane that may stall: look again when the
+            # oldest batch in flight reaches the stall time (one timer at a time).
+            due = self._started[0] + self._lane_stall_s
+            if self._stall_timer is None or self._stall_due != due:
+                if self._stall_timer is not None:
+                    self._stall_timer.cancel()
+                self._stall_due = due
+                self._stall_timer = loop.call_later(max(due - now, 0.0), self._stall_check)
 
-    async def _run(self, batch: list[tuple[Args, asyncio.Future[asyncpg.Record]]]) -> None:
+    def _stall_check(self) -> None:
+        self._stall_timer = None
+        self._start()
+
+    async def _run(self, batch: list[tuple[Args, asyncio.Future[asyncpg.Record]]],
+                   started: float) -> None:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         try:
@@ -107,6 +134,7 @@ class AuthorizeBatcher:
                 raise
         finally:
             self._busy -= 1
+            self._started.remove(started)
             if self._waiting:
                 self._start()
 

@@ -340,6 +340,7 @@ class _Settings:
     batch_max: int
     batch_lanes: int
     batch_lane_open_min: int
+    batch_lane_stall_s: float
     retries_max: int
     call_timeout_s: float
     acquire_timeout_s: float
@@ -366,7 +367,8 @@ class Ledger:
         self._batcher = AuthorizeBatcher(
             self._authorize_many, self._apply_one,
             batch_max=settings.batch_max, lanes=settings.batch_lanes, on_batch=on_batch,
-            lane_open_min=settings.batch_lane_open_min)
+            lane_open_min=settings.batch_lane_open_min,
+            lane_stall_s=settings.batch_lane_stall_s)
         self._card_reads = AuthorizeBatcher(
             self._cards_many, self._card_one, batch_max=CARD_READ_BATCH_MAX,
             lanes=CARD_READ_LANES)
@@ -381,7 +383,8 @@ class Ledger:
                    call_timeout_s: float = 10.0, acquire_timeout_s: float = 5.0,
                    clock: Clock | None = None, batch_max: int = 32,
                    batch_lanes: int | None = None,
-                   batch_lane_open_min: int | None = None) -> Ledger:
+                   batch_lane_open_min: int | None = None,
+                   batch_lane_stall_s: float = 0.05) -> Ledger:
         """Connect a pool of at most ``pool_size_max`` sessions.
 
         ``on_retry(reason)`` is called before each retry, reason being
@@ -389,7 +392,9 @@ class Ledger:
         commit statement, with the number of operations it carried; ``on_set_wise(n)``
         after each group commit of two or more, with how many of its operations were
         decided set-wise (runs of plain ones, migration 0012). ``business_tz`` (IANA name)
-        decides the business day of daily limits. Raises LedgerUnavailable.
+        decides the business day of daily limits. ``batch_lane_open_min`` (default
+        ``batch_max``) operations waiting open a further group-commit lane, and so does
+        a batch in flight for ``batch_lane_stall_s``. Raises LedgerUnavailable.
         """
         assert pool_size_max >= 1 and retries_max >= 0
         # Fewer lanes than sessions: operations arriving while every lane is busy
@@ -404,7 +409,8 @@ class Ledger:
         open_min = batch_lane_open_min if batch_lane_open_min is not None else batch_max
         assert open_min >= 1
         settings = _Settings(batch_max=batch_max, batch_lanes=lanes,
-                             batch_lane_open_min=open_min, retries_max=retries_max,
+                             batch_lane_open_min=open_min,
+                             batch_lane_stall_s=batch_lane_stall_s, retries_max=retries_max,
                              call_timeout_s=call_timeout_s,
                              acquire_timeout_s=acquire_timeout_s, hold_ttl_s=hold_ttl_s,
                              business_tz=ZoneInfo(business_tz))

@@ -168,7 +168,8 @@ async def test_a_second_lane_opens_only_for_a_full_batch_by_default(fresh_dsn: s
     # operations wait, so anything less gathers behind the one batch in flight.
     sizes: list[int] = []
     ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=16, clock=clock,
-                               batch_max=6, on_batch=sizes.append)
+                               batch_max=6, batch_lane_stall_s=60.0,
+                               on_batch=sizes.append)
     try:
         await provision_terminal(ledger)
         cards = [await provision_card(ledger, n) for n in range(100, 111)]
@@ -188,6 +189,37 @@ async def test_a_second_lane_opens_only_for_a_full_batch_by_default(fresh_dsn: s
         assert sum(sizes) == 11 and max(sizes) <= 6
         assert all(r.outcome is Outcome.APPROVED for r in results)
     finally:
+        await ledger.close()
+
+
+async def test_a_statement_held_by_a_lock_holds_only_its_own_batch(fresh_dsn: str,
+                                                                   clock: Clock) -> None:
+    # Another session holds the row lock of one cardholder's account: that withdrawal's
+    # statement waits. Operations arriving behind it, far fewer than a full batch, go
+    # through the second lane once the first has run past the stall time.
+    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=16, clock=clock,
+                               batch_lane_stall_s=0.05)
+    holder = await asyncpg.connect(fresh_dsn)
+    try:
+        await provision_terminal(ledger)
+        locked = await provision_card(ledger, 120)
+        others = [await provision_card(ledger, n) for n in range(121, 124)]
+        lock = holder.transaction()
+        await lock.start()
+        assert await holder.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM accounts WHERE code = 'CH:acct-120-20' "
+            "FOR UPDATE) AS locked") == 1
+        held = asyncio.ensure_future(ledger.authorize(withdrawal(locked, 100)))
+        await asyncio.sleep(0.2)
+        assert not held.done()
+        results = await asyncio.wait_for(
+            asyncio.gather(*(ledger.authorize(withdrawal(c, 100)) for c in others)), 5.0)
+        assert [r.outcome for r in results] == [Outcome.APPROVED] * 3
+        assert not held.done()
+        await lock.rollback()
+        assert (await asyncio.wait_for(held, 5.0)).outcome is Outcome.APPROVED
+    finally:
+        await holder.close()
         await ledger.close()
 
 

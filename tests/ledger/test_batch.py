@@ -109,3 +109,44 @@ async def test_a_further_lane_opens_only_when_enough_operations_wait() -> None:
     assert db.singles == [0] and db.batches == [[1, 2, 3], [4, 5]]
     # With every lane idle the next operation goes at once, whatever lane_open_min says.
     assert await batcher.submit((6,)) == ("row", 6) and db.singles == [0, 6]
+
+
+async def test_a_stalled_batch_opens_a_further_lane_for_what_waits() -> None:
+    release = asyncio.Event()
+    ran: list[list[int]] = []
+
+    async def one(args: tuple[Any, ...]) -> Any:
+        if args[0] == 0:
+            await release.wait()        # the first statement hangs (a lock, a stuck session)
+        ran.append([args[0]])
+        return ("row", args[0])
+
+    async def many(batch: Sequence[tuple[Any, ...]]) -> list[Any]:
+        ran.append([args[0] for args in batch])
+        return [("row", args[0]) for args in batch]
+
+    batcher = AuthorizeBatcher(many, one, batch_max=32, lanes=2, lane_open_min=32,
+                               lane_stall_s=0.02)
+    stuck = asyncio.ensure_future(batcher.submit((0,)))
+    await asyncio.sleep(0)
+    behind = [asyncio.ensure_future(batcher.submit((i,))) for i in (1, 2)]
+    await asyncio.sleep(0.005)
+    assert ran == []                    # 2 waiting, far from 32, and no stall yet
+    # Past the stall time the second lane takes them, though the first still hangs.
+    assert await asyncio.wait_for(asyncio.gather(*behind), 1.0) == [("row", 1), ("row", 2)]
+    assert ran == [[1, 2]] and not stuck.done()
+    release.set()
+    assert await stuck == ("row", 0)
+    assert ran == [[1, 2], [0]]
+
+
+async def test_no_stall_timer_while_the_lane_keeps_up() -> None:
+    # Batches that finish in time never open the second lane below lane_open_min.
+    db = FakeDb()
+    batcher = AuthorizeBatcher(db.many, db.one, batch_max=32, lanes=2, lane_open_min=32,
+                               lane_stall_s=10.0)
+    first = asyncio.ensure_future(batcher.submit((0,)))
+    await asyncio.sleep(0)
+    rows = await asyncio.gather(first, *(batcher.submit((i,)) for i in range(1, 6)))
+    assert rows == [("row", i) for i in range(6)]
+    assert db.singles == [0] and db.batches == [[1, 2, 3, 4, 5]]
