@@ -185,9 +185,13 @@ assert _CARDS_SQL != _CARD_SQL
 # 0.30-0.31 database transactions per request against 0.39 with two statements in
 # flight, 8-9% more authorizations/s, 6-12% less CPU per authorization in the switch
 # and PostgreSQL; each statement costs a wake-up of a sleeping backend, the dearest
-# thing on a shared two-core VM (BENCHMARKS.md, 2026-12-03 late morning).
-CARD_READ_LANES = 1
+# thing on a shared two-core VM (BENCHMARKS.md, 2026-12-03 late morning). A second
+# statement goes only when the one in flight has taken CARD_READ_STALL_S (a hung
+# session, a stalled backend), so one stuck read does not hold every lookup behind
+# it until the call timeout.
+CARD_READ_LANES = 2
 CARD_READ_BATCH_MAX = 64
+CARD_READ_STALL_S = 0.05
 
 
 # Errors meaning "the database is not there (any more)": the outcome of the
@@ -371,7 +375,8 @@ class Ledger:
             lane_stall_s=settings.batch_lane_stall_s)
         self._card_reads = AuthorizeBatcher(
             self._cards_many, self._card_one, batch_max=CARD_READ_BATCH_MAX,
-            lanes=CARD_READ_LANES)
+            lanes=CARD_READ_LANES, lane_open_min=CARD_READ_BATCH_MAX,
+            lane_stall_s=CARD_READ_STALL_S)
         self.retries_total = 0
 
     @classmethod
@@ -536,8 +541,8 @@ class Ledger:
 
     async def card_by_pan(self, pan: str | HasDigits) -> CardRecord | None:
         """The card, read at READ COMMITTED; lookups made while others are in
-        flight share one statement (at most CARD_READ_LANES in flight, the others
-        waiting for the next)."""
+        flight share one statement (one in flight, the others waiting for the next;
+        a second only once the first has stalled for CARD_READ_STALL_S)."""
         row = await self._card_reads.submit((self._vault.index(_pan_digits(pan)),))
         if row is None:
             return None

@@ -378,3 +378,31 @@ async def test_terminal_record_and_key_change(ledger: Ledger) -> None:
         await ledger.set_terminal_key(TERMINAL, "zmk", "X")
     with pytest.raises(ProvisioningError):
         await ledger.set_card_status(pan_for(998), CardStatus.BLOCKED)
+
+
+async def test_a_stalled_card_read_holds_only_its_own_lookups(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first lookup's statement is held back (as by a hung session); lookups
+    # arriving behind it go in a second statement once it has stalled, not after it.
+    for n in (130, 131, 132):
+        await provision_card(ledger, n)
+    release = asyncio.Event()
+    read_many = ledger._read_many
+    calls = 0
+
+    async def first_stalls(sql: str, *args: object) -> list[asyncpg.Record]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await release.wait()
+        return await read_many(sql, *args)
+
+    monkeypatch.setattr(ledger, "_read_many", first_stalls)
+    stuck = asyncio.ensure_future(ledger.card_by_pan(pan_for(130)))
+    await asyncio.sleep(0.01)
+    behind = await asyncio.wait_for(asyncio.gather(
+        ledger.card_by_pan(pan_for(131)), ledger.card_by_pan(pan_for(132))), 2.0)
+    assert all(card is not None for card in behind) and not stuck.done()
+    release.set()
+    assert await asyncio.wait_for(stuck, 2.0) is not None
+    assert calls == 2
