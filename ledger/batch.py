@@ -59,13 +59,12 @@ class AuthorizeBatcher:
         self._lanes = lanes
         self._lane_open_min = lane_open_min
         self._lane_stall_s = lane_stall_s
-        # Start times (time.monotonic) of the batches in flight, and the timer that
-        # opens a further lane should the oldest of them stall.
+        # Start times (time.monotonic) of the batches in flight, one per busy lane,
+        # oldest first, and the timer that opens a further lane should the oldest stall.
         self._started: list[float] = []
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_due = 0.0
         self._on_batch = on_batch
-        self._busy = 0
         self._waiting: list[tuple[Args, asyncio.Future[asyncpg.Record]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -79,20 +78,20 @@ class AuthorizeBatcher:
     def _start(self) -> None:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        while self._waiting and self._busy < self._lanes and (
-                self._busy == 0 or len(self._waiting) >= self._lane_open_min
-                or now - self._started[0] >= self._lane_stall_s):
+        started = self._started
+        while self._waiting and len(started) < self._lanes and (
+                not started or len(self._waiting) >= self._lane_open_min
+                or now - started[0] >= self._lane_stall_s):
             batch = self._waiting[: self._batch_max]
             del self._waiting[: self._batch_max]
-            self._busy += 1
-            self._started.append(now)
+            started.append(now)
             task = loop.create_task(self._run(batch, now))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if self._waiting and 0 < self._busy < self._lanes:
+        if self._waiting and 0 < len(started) < self._lanes:
             # Operations wait behind a lane that may stall: look again when the
             # oldest batch in flight reaches the stall time (one timer at a time).
-            due = self._started[0] + self._lane_stall_s
+            due = started[0] + self._lane_stall_s
             if self._stall_timer is None or self._stall_due != due:
                 if self._stall_timer is not None:
                     self._stall_timer.cancel()
@@ -133,7 +132,6 @@ class AuthorizeBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._busy -= 1
             self._started.remove(started)
             if self._waiting:
                 self._start()

@@ -412,7 +412,6 @@ class Ledger:
         # operations are in flight as before.
         lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 8)
         open_min = batch_lane_open_min if batch_lane_open_min is not None else batch_max
-        assert open_min >= 1
         settings = _Settings(batch_max=batch_max, batch_lanes=lanes,
                              batch_lane_open_min=open_min,
                              batch_lane_stall_s=batch_lane_stall_s, retries_max=retries_max,

@@ -142,10 +142,9 @@ class SwitchConfig:
         _positive("database.pool_size_max", self.db_pool_size_max)
         _positive("database.retries_max", self.db_retries_max)
         _positive("database.batch_max", self.db_batch_max)
-        if self.db_batch_lane_open_min < 0:
-            raise ConfigError("database.batch_lane_open_min must be 0 (a full batch) or positive")
-        if self.db_batch_lanes < 0:
-            raise ConfigError("database.batch_lanes must be 0 (automatic) or positive")
+        _zero_or_positive("database.batch_lane_open_min", self.db_batch_lane_open_min,
+                          "a full batch")
+        _zero_or_positive("database.batch_lanes", self.db_batch_lanes, "automatic")
         _positive("server.in_flight_max", self.in_flight_max)
         _positive("server.authorize_timeout_s", self.authorize_timeout_s)
         _positive("server.hsm_timeout_s", self.hsm_timeout_s)
@@ -187,6 +186,11 @@ class SwitchConfig:
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(f"{name} must be positive")
+
+
+def _zero_or_positive(name: str, value: float, zero_means: str) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{name} must be 0 ({zero_means}) or positive")
 
 
 _SECTIONS: dict[str, dict[str, str]] = {
