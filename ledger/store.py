@@ -407,9 +407,10 @@ class Ledger:
         # 16) in batches of up to 32, the second lane opening only once a full batch
         # waits. Up to that backlog one statement is in flight and the others gather
         # behind it: at 32 ATMs on two shared cores, batches of 14 instead of 8,
-        # PostgreSQL's CPU per authorization down a sixth and throughput up 10-20%
-        # against opening at 4 (BENCHMARKS.md, 2026-12-03 midday); beyond it, 64
-        # operations are in flight as before.
+        # PostgreSQL's CPU per authorization down about a fifth and throughput up
+        # 13-28% in five of six pairs against opening at 4, a draw in the sixth
+        # (BENCHMARKS.md, 2026-12-03 midday); beyond it, 64 operations are in flight
+        # as before.
         lanes = batch_lanes if batch_lanes is not None else max(1, pool_size_max // 8)
         open_min = batch_lane_open_min if batch_lane_open_min is not None else batch_max
         settings = _Settings(batch_max=batch_max, batch_lanes=lanes,
