@@ -447,6 +447,10 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         # run (steal): on a shared virtual machine, the first suspect of a latency spike.
         "stolen_cpu_s": None if cpu.get("machine_stolen") is None
         else round(cpu["machine_stolen"], 2),
+        # How often the switch's event loop lost its core while it could still run:
+        # on shared cores, time it waits for a backend it has just woken.
+        "switch_preempted_per_s": None if cpu.get("switch_preempted") is None
+        else round(cpu["switch_preempted"] / duration, 1),
         "switch_cpu_ms_per_auth": per_auth_ms(cpu.get("switch")),
         "postgres_cpu_ms_per_auth": per_auth_ms(cpu.get("postgres")),
         "loadgen_cpu_ms_per_auth": per_auth_ms(merged["loadgen_cpu_s"]),

@@ -152,6 +152,26 @@ def _tree_cpu_s(pids: Iterable[int]) -> float:
     return total
 
 
+def _tree_preempted(pids: Iterable[int]) -> float:
+    """Times the main threads (the switch's event loop) of these trees were taken
+    off a core while they could still run (involuntary context switches): how often
+    another process, often a PostgreSQL backend or the load generator it had just
+    woken, got the core instead."""
+    total = 0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in procs:
+            try:
+                total += proc.num_ctx_switches().involuntary
+            except psutil.Error:
+                continue
+    return float(total)
+
+
 def machine_cpu_s() -> tuple[float, float]:
     """CPU seconds since boot, all cores: (busy, stolen).
 
@@ -228,6 +248,8 @@ class CpuProbe:
         busy, stolen = machine_cpu_s()
         return {
             "switch": _tree_cpu_s(self.switch_pids) if self.switch_pids else None,
+            "switch_preempted": (_tree_preempted(self.switch_pids)
+                                 if self.switch_pids else None),
             "postgres": (_tree_cpu_s([self.postgres_pid])
                          if self.postgres_pid is not None else None),
             "machine_busy": busy,

@@ -164,11 +164,15 @@ def markdown_summary(results: dict[str, Any]) -> str:
                   "authorization (process time, which steal does not count) and the CPU "
                   "ratio are the figures to compare."]
     busy = [(ph["name"], line) for ph in results["phases"]
-            if ph.get("mode") == "open" and (line := busy_line(ph, cpus))]
+            if (line := busy_line(ph, cpus))]
     if busy:
-        lines += ["", "How busy the cores were in the open loop (its rate is a share of the "
-                  "best closed-loop throughput, but smaller group commits and processes "
-                  "idling between requests cost more CPU per authorization there): "
+        lines += ["", "How busy the cores were (shares of all cores; the switch's request "
+                  "path runs on one event loop, so its CPU as a share of one core is how "
+                  "close it is to its own limit; preempted: how often the loop lost its core "
+                  "while it could still run, mostly to a process it had just woken). The "
+                  "open loop's rate is a share of the best closed-loop throughput, but "
+                  "smaller group commits and processes idling between requests cost more CPU "
+                  "per authorization there: "
                   + "; ".join(f"{name} {line}" for name, line in busy) + "."]
     stages = [(ph["name"], stage_line(ph)) for ph in results["phases"]]
     if any(text for _, text in stages):
@@ -214,8 +218,10 @@ def stage_line(phase: dict[str, Any]) -> str:
 
 
 def busy_line(ph: dict[str, Any], cpus: int) -> str:
-    """"84% busy (switch 39%, PostgreSQL 30%, load generator 15%)": shares of all
-    cores over the phase's window; "" when the machine's figure is missing."""
+    """"84% busy (switch 39%, PostgreSQL 30%, load generator 15%), the switch 0.78 of
+    one core, preempted 180/s": shares of all cores over the phase's window, then the
+    switch's CPU per second of the window and how often its event loop lost its core;
+    "" when the machine's figure is missing."""
     busy = share_pct(ph, "machine_busy_cpu_s", cpus)
     if busy is None:
         return ""
@@ -223,7 +229,12 @@ def busy_line(ph: dict[str, Any], cpus: int) -> str:
         ("switch", "switch_cpu_s"), ("PostgreSQL", "postgres_cpu_s"),
         ("load generator", "loadgen_cpu_s"))]
     shown = ", ".join(f"{label} {share:.0f}%" for label, share in parts if share is not None)
-    return f"{busy:.0f}% busy" + (f" ({shown})" if shown else "")
+    text = f"{busy:.0f}% busy" + (f" ({shown})" if shown else "")
+    if ph.get("switch_cpu_s") is not None:
+        text += f", the switch {ph['switch_cpu_s'] / ph['duration_s']:.2f} of one core"
+        if ph.get("switch_preempted_per_s") is not None:
+            text += f", preempted {ph['switch_preempted_per_s']:.0f}/s"
+    return text
 
 
 def _pgbench_cell(pgbench: dict[str, Any] | None) -> str:

@@ -235,14 +235,15 @@ def test_report_headline_and_markdown() -> None:
     assert "| 1% / 20% | 600.0 | 0.50 |" in text
     assert "| 0% / 2% | 400.0 (31% stolen) | 0.50 |" in text
     assert "(steal, as a share of all cores): closed-32 20%." in text
-    # An open-loop phase says how busy the cores were, and who kept them busy.
+    # A phase with the machine's figures says how busy the cores were, who kept them
+    # busy, how much of one core the switch used and how often it lost it.
     assert "How busy the cores were" not in text
     phases.append(dict(phase("open-150tps", 32, 150.0), mode="open", duration_s=20.0,
                        machine_busy_cpu_s=30.0, switch_cpu_s=14.0, postgres_cpu_s=10.0,
-                       loadgen_cpu_s=5.0))
+                       loadgen_cpu_s=5.0, switch_preempted_per_s=212.4))
     text = report.markdown_summary(results)
-    assert ("open-150tps 75% busy (switch 35%, PostgreSQL 25%, load generator 12%)."
-            in text)
+    assert ("open-150tps 75% busy (switch 35%, PostgreSQL 25%, load generator 12%), "
+            "the switch 0.70 of one core, preempted 212/s." in text)
 
 
 def test_verifier_output_is_masked() -> None:
@@ -353,6 +354,38 @@ def test_cpu_of_exited_backends_is_counted_once_they_are_reaped() -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_preemptions_of_processes_sharing_a_core_are_counted() -> None:
+    import os
+    import sys
+
+    from benchmarks.probes import _tree_preempted
+
+    # Two processes that both want the same core for 0.6 s: the scheduler has to take
+    # it from each of them many times while they could still run.
+    cpu = min(os.sched_getaffinity(0))
+    spin = (f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nprint(flush=True)\n"
+            "t = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+            "print(flush=True)\ntime.sleep(30)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", spin], stdout=subprocess.PIPE)
+             for _ in range(2)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()  # pinned, about to spin
+        before = _tree_preempted([proc.pid for proc in procs])
+        for proc in procs:
+            assert proc.stdout is not None
+            proc.stdout.readline()  # done spinning, still alive
+        assert _tree_preempted([proc.pid for proc in procs]) - before >= 10
+        assert _tree_preempted([]) == 0.0
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def test_the_request_path_benchmark_runs_the_pipeline_to_an_approval() -> None:
