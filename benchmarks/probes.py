@@ -8,7 +8,7 @@ import math
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,8 +129,8 @@ def counter_delta(before: dict[str, float] | None, after: dict[str, float] | Non
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
 
 
-def _tree_cpu_s(pids: Iterable[int]) -> float:
-    total = 0.0
+def _tree_processes(pids: Iterable[int]) -> Iterator[psutil.Process]:
+    """Each process of the trees rooted at ``pids``, once (gone ones are skipped)."""
     seen: set[int] = set()
     for pid in pids:
         try:
@@ -139,16 +139,21 @@ def _tree_cpu_s(pids: Iterable[int]) -> float:
         except psutil.Error:
             continue
         for proc in procs:
-            if proc.pid in seen:
-                continue
-            seen.add(proc.pid)
-            try:
-                t = proc.cpu_times()
-            except psutil.Error:
-                continue
-            # children_*: children already exited and reaped (a PostgreSQL backend
-            # that closed keeps its CPU time in the postmaster's figure this way).
-            total += t.user + t.system + t.children_user + t.children_system
+            if proc.pid not in seen:
+                seen.add(proc.pid)
+                yield proc
+
+
+def _tree_cpu_s(pids: Iterable[int]) -> float:
+    total = 0.0
+    for proc in _tree_processes(pids):
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        # children_*: children already exited and reaped (a PostgreSQL backend
+        # that closed keeps its CPU time in the postmaster's figure this way).
+        total += t.user + t.system + t.children_user + t.children_system
     return total
 
 
@@ -158,17 +163,11 @@ def _tree_preempted(pids: Iterable[int]) -> float:
     another process, often a PostgreSQL backend or the load generator it had just
     woken, got the core instead."""
     total = 0
-    for pid in pids:
+    for proc in _tree_processes(pids):
         try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
+            total += proc.num_ctx_switches().involuntary
         except psutil.Error:
             continue
-        for proc in procs:
-            try:
-                total += proc.num_ctx_switches().involuntary
-            except psutil.Error:
-                continue
     return float(total)
 
 
