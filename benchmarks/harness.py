@@ -459,7 +459,8 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "ledger_transactions_per_auth": None
         if cpu.get("ledger_transactions") is None or completed == 0
         else round(cpu["ledger_transactions"] / completed, 4),
-        "cpu_bound_tps_estimate": _cpu_bound_tps(cpu, merged["loadgen_cpu_s"], completed),
+        "cpu_bound_tps_estimate": _cpu_bound_tps(cpu, merged["loadgen_cpu_s"], completed,
+                                                 ctx.args.workers),
         "throughput_per_s": merged["per_second"][: int(duration) + 1],
         "max_ms_per_s": [round(us / 1000.0, 1)
                          for us in merged["per_second_max_us"][: int(duration) + 1]],
@@ -471,15 +472,21 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
     }
 
 
-def _cpu_bound_tps(cpu: dict[str, float | None], loadgen_s: float, completed: int
-                   ) -> float | None:
+def _cpu_bound_tps(cpu: dict[str, float | None], loadgen_s: float, completed: int,
+                   switch_processes: int) -> float | None:
     """Authorizations/s if switch, PostgreSQL and load generator had every core to
-    themselves and were CPU-bound: cores / CPU seconds per authorization."""
+    themselves and were CPU-bound: cores / CPU seconds per authorization, and no more
+    than the switch's processes can do with a core each (one event loop apiece)."""
     sw, pg = cpu.get("switch"), cpu.get("postgres")
     if sw is None or pg is None or completed == 0:
         return None
     per_auth_s = (sw + pg + loadgen_s) / completed
-    return round((os.cpu_count() or 1) / per_auth_s, 1) if per_auth_s > 0 else None
+    if per_auth_s <= 0:
+        return None
+    bound = (os.cpu_count() or 1) / per_auth_s
+    if sw > 0:
+        bound = min(bound, switch_processes * completed / sw)
+    return round(bound, 1)
 
 
 def _other_cpu(cpu: dict[str, float | None], loadgen_s: float) -> float | None:

@@ -395,3 +395,16 @@ def test_the_request_path_benchmark_runs_the_pipeline_to_an_approval() -> None:
     # The 20 requests once as warm-up, then 2 rounds of them: each reached the ledger.
     assert result["ledger_operations"] == 60
     assert 0 < result["us_per_request_min"] <= result["us_per_request_median"]  # type: ignore[operator]
+
+
+def test_the_cpu_bound_estimate_allows_each_switch_process_one_core(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks.harness import _cpu_bound_tps
+
+    monkeypatch.setattr("benchmarks.harness.os.cpu_count", lambda: 2)
+    cpu: dict[str, float | None] = {"switch": 10.0, "postgres": 4.0}
+    # 16 CPU seconds for 20,000 authorizations: 2,500/s on two cores, but one event
+    # loop that needs 0.5 ms per authorization does 2,000/s at most.
+    assert _cpu_bound_tps(cpu, 2.0, 20_000, 1) == 2000.0
+    assert _cpu_bound_tps(cpu, 2.0, 20_000, 2) == 2500.0
+    assert _cpu_bound_tps({"switch": None, "postgres": 4.0}, 2.0, 20_000, 1) is None
