@@ -451,6 +451,7 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         # on shared cores, time it waits for a backend it has just woken.
         "switch_preempted_per_s": None if cpu.get("switch_preempted") is None
         else round(cpu["switch_preempted"] / duration, 1),
+        "switch_processes": ctx.args.workers,
         "switch_cpu_ms_per_auth": per_auth_ms(cpu.get("switch")),
         "postgres_cpu_ms_per_auth": per_auth_ms(cpu.get("postgres")),
         "loadgen_cpu_ms_per_auth": per_auth_ms(merged["loadgen_cpu_s"]),

@@ -221,8 +221,8 @@ def stage_line(phase: dict[str, Any]) -> str:
 def busy_line(ph: dict[str, Any], cpus: int) -> str:
     """"84% busy (switch 39%, PostgreSQL 30%, load generator 15%), the switch 0.78 of
     one core, preempted 180/s": shares of all cores over the phase's window, then the
-    switch's CPU per second of the window and how often its event loop lost its core;
-    "" when the machine's figure is missing."""
+    switch's CPU per second of the window (out of a core per switch process) and how
+    often its event loop lost its core; "" when the machine's figure is missing."""
     busy = share_pct(ph, "machine_busy_cpu_s", cpus)
     if busy is None:
         return ""
@@ -232,7 +232,9 @@ def busy_line(ph: dict[str, Any], cpus: int) -> str:
     shown = ", ".join(f"{label} {share:.0f}%" for label, share in parts if share is not None)
     text = f"{busy:.0f}% busy" + (f" ({shown})" if shown else "")
     if ph.get("switch_cpu_s") is not None:
-        text += f", the switch {ph['switch_cpu_s'] / ph['duration_s']:.2f} of one core"
+        processes = ph.get("switch_processes") or 1
+        cores = "one core" if processes == 1 else f"{processes} cores ({processes} processes)"
+        text += f", the switch {ph['switch_cpu_s'] / ph['duration_s']:.2f} of {cores}"
         if ph.get("switch_preempted_per_s") is not None:
             text += f", preempted {ph['switch_preempted_per_s']:.0f}/s"
     return text

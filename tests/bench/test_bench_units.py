@@ -244,6 +244,9 @@ def test_report_headline_and_markdown() -> None:
     text = report.markdown_summary(results)
     assert ("open-150tps 75% busy (switch 35%, PostgreSQL 25%, load generator 12%), "
             "the switch 0.70 of one core, preempted 212/s." in text)
+    phases[-1]["switch_processes"] = 2
+    assert "the switch 0.70 of 2 cores (2 processes), preempted 212/s." in (
+        report.markdown_summary(results))
 
 
 def test_verifier_output_is_masked() -> None:
