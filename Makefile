@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench bench-quick clean
 
-$(STAMP): pyproject.toml
+# Installing compiles the codec's hot modules (setup.py, messages/compiled.py), so
+# any change to the messages package installs again (about 25 s).
+$(STAMP): pyproject.toml setup.py $(wildcard messages/*.py)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "atm-switch needs Python 3.11+"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

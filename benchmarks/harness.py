@@ -58,6 +58,7 @@ from benchmarks.probes import (
     scrape,
 )
 from benchmarks.workload import Dataset, Mix
+from messages.compiled import state as codec_state
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -815,6 +816,7 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
                      "pgbench_protocol": args.pgbench_protocol, "timeout_s": args.timeout,
                      "target": bool(args.target)},
         "machine": report.machine_info(),
+        "codec": codec_state(),
         "commit": commit,
         "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "elapsed_s": round(elapsed_s, 1),

@@ -111,7 +111,8 @@ def markdown_summary(results: dict[str, Any]) -> str:
         "",
         f"Machine: {results['machine'].get('cpus')} CPUs "
         f"({results['machine'].get('model_name', 'unknown model')}), "
-        f"commit {results.get('commit') or 'unknown'}; mode: {results.get('profile')}.",
+        f"commit {results.get('commit') or 'unknown'}; mode: {results.get('profile')}; "
+        f"ISO 8583 codec: {results.get('codec') or 'unknown'}.",
         "",
         f"**Headline (closed loop, {results['clients']} ATMs):** "
         f"{_fmt(results['auth_tps'])} authorizations/s vs pgbench -N {_fmt(results['pgbench_tps'])}"

@@ -11,6 +11,8 @@ Modules:
 - :mod:`messages.codes` — field 39 response codes with their meanings.
 - :mod:`messages.views` — typed request/response views and ``respond()``.
 - :mod:`messages.framing` — the sans-I/O framer.
+- :mod:`messages.compiled` — which modules are compiled with mypyc at install,
+  and whether the compiled form or the source is in use.
 
 Exceptions: everything raised on purpose derives from
 :class:`messages.errors.MessageError`::
@@ -28,3 +30,7 @@ Exceptions: everything raised on purpose derives from
 text ever contains a field value. Programmer errors (wrong argument types,
 broken invariants of this package) are assertions or TypeError/ValueError.
 """
+
+# Before any submodule is imported: decides whether compiled modules or their
+# sources are loaded (see messages.compiled).
+from messages import compiled as _compiled  # noqa: F401

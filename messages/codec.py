@@ -63,10 +63,14 @@ class IsoMessage:
 
     mti: str
     fields: Mapping[int, str] = field(default_factory=dict)
-    # True when every field is known to match its format (set by decode and respond).
-    checked: bool = field(default=False, init=False, compare=False)
+    # True when every field is known to match its format: only checked_message()
+    # (decode and respond) says so, and then ``fields`` is taken over, not copied.
+    checked: bool = field(default=False, compare=False, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
+        if self.checked:
+            object.__setattr__(self, "fields", MappingProxyType(self.fields))
+            return
         frozen = MappingProxyType(dict(self.fields))
         for number, value in frozen.items():
             assert isinstance(number, int) and isinstance(value, str), number
@@ -76,11 +80,7 @@ class IsoMessage:
     def checked_message(cls, mti: str, fields: dict[int, str]) -> IsoMessage:
         """A message whose fields the caller has checked against their formats
         (``fields`` is taken over, not copied). For the codec and ``respond``."""
-        msg = object.__new__(cls)
-        object.__setattr__(msg, "mti", mti)
-        object.__setattr__(msg, "fields", MappingProxyType(fields))
-        object.__setattr__(msg, "checked", True)
-        return msg
+        return cls(mti, fields, checked=True)
 
     def __hash__(self) -> int:
         return hash((self.mti, frozenset(self.fields.items())))
@@ -127,7 +127,8 @@ class IsoMessage:
         shown = ", ".join(f"{n}: {show_field(n, self.fields[n])!r}" for n in sorted(self.fields))
         return f"IsoMessage(mti={self.mti!r}, fields={{{shown}}})"
 
-    __str__ = __repr__
+    def __str__(self) -> str:  # not `__str__ = __repr__`: mypyc compiles this class
+        return self.__repr__()
 
 
 def mac_field_for(numbers: Iterable[int]) -> int:
