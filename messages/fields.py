@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import ClassVar, Final
+from typing import Final
 
 from messages._mask import REDACTED, mask_digits
 from messages.errors import CardNumberError, EncodeError, FieldError
@@ -111,7 +111,6 @@ class Track2:
     discretionary: str = ""
     separator: str = dc_field(default="=", compare=False)
 
-    FIELD: ClassVar[int] = 35
 
     @classmethod
     def parse(cls, text: str) -> Track2:
@@ -175,7 +174,8 @@ class PinBlock:
     def __repr__(self) -> str:
         return f"PinBlock({REDACTED})"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -190,7 +190,8 @@ class KeyData:
     def __repr__(self) -> str:
         return f"KeyData({REDACTED})"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 # --------------------------------------------------------------------------- processing code
@@ -335,7 +336,6 @@ class OriginalData:
     acquirer_id: str = "0"
     forwarding_id: str = "0"
 
-    FIELD: ClassVar[int] = 90
 
     def __post_init__(self) -> None:
         widths = ((self.mti, 4), (self.stan, 6), (self.transmission_dt, 10))
@@ -399,7 +399,6 @@ class ReplacementAmounts:
     transaction_fee: int = 0
     settlement_fee: int = 0
 
-    FIELD: ClassVar[int] = 95
 
     @classmethod
     def parse(cls, text: str) -> ReplacementAmounts:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from functools import partial
-from typing import Any, ClassVar, Final, Self
+from typing import Any, Final, Self
 
 from messages.codec import IsoMessage, check_field, mac_field_for
 from messages.codes import ResponseCode
@@ -175,15 +175,18 @@ class _CardRequest:
     original: OriginalData | None = None
     approval_code: str | None = None
 
-    MTIS: ClassVar[tuple[str, ...]] = ()
+    @classmethod
+    def mtis(cls) -> tuple[str, ...]:
+        """The MTIs this view reads and writes."""
+        return ()
 
     def __post_init__(self) -> None:
-        assert str(self.mti) in self.MTIS, self.mti
+        assert str(self.mti) in self.mtis(), self.mti
         assert self.amount >= 0
 
     @classmethod
     def _common(cls, msg: IsoMessage) -> dict[str, Any]:
-        mti = _mti(msg, cls.MTIS, cls.__name__)
+        mti = _mti(msg, cls.mtis(), cls.__name__)
         # A decoded message's fields already match their formats: read them
         # directly (this runs for every request).
         get: Callable[[int], str | None] = (msg.fields.get if msg.checked
@@ -277,7 +280,10 @@ class TransactionRequest(_CardRequest):
     (0220/0221) requests. ``original`` (field 90) and ``approval_code``
     (field 38) are what a completion uses to find its hold."""
 
-    MTIS: ClassVar[tuple[str, ...]] = ("0100", "0101", "0200", "0201", "0220", "0221")
+    @classmethod
+    def mtis(cls) -> tuple[str, ...]:
+        """The MTIs this view reads and writes."""
+        return ("0100", "0101", "0200", "0201", "0220", "0221")
 
     @classmethod
     def from_iso(cls, msg: IsoMessage) -> Self:
@@ -297,7 +303,10 @@ class ReversalRequest(_CardRequest):
     ``response_code`` (field 39) is the reason the acquirer gives.
     """
 
-    MTIS: ClassVar[tuple[str, ...]] = ("0400", "0401", "0420", "0421")
+    @classmethod
+    def mtis(cls) -> tuple[str, ...]:
+        """The MTIs this view reads and writes."""
+        return ("0400", "0401", "0420", "0421")
 
     replacement: ReplacementAmounts | None = None
     response_code: str | None = None
@@ -345,16 +354,19 @@ class NetworkRequest:
     mac: str | None = None
 
     # The request, its repeat, and the advice (acknowledged) with its repeat.
-    MTIS: ClassVar[tuple[str, ...]] = ("0800", "0801", "0820", "0821")
+    @classmethod
+    def mtis(cls) -> tuple[str, ...]:
+        """The MTIs this view reads and writes."""
+        return ("0800", "0801", "0820", "0821")
 
     def __post_init__(self) -> None:
-        assert str(self.mti) in self.MTIS, self.mti
+        assert str(self.mti) in self.mtis(), self.mti
 
     @classmethod
     def from_iso(cls, msg: IsoMessage) -> Self:
         """Raises FieldError naming the first missing or wrong field."""
         return cls(
-            mti=_mti(msg, cls.MTIS, cls.__name__),
+            mti=_mti(msg, cls.mtis(), cls.__name__),
             transmission_dt=_transmission_dt(msg) or "",
             stan=_need(msg, 11),
             info_code=_need(msg, 70),
@@ -412,10 +424,13 @@ class TransactionResponse:
     replacement: ReplacementAmounts | None = None
     mac: str | None = None
 
-    MTIS: ClassVar[tuple[str, ...]] = ("0110", "0210", "0230", "0410", "0430")
+    @classmethod
+    def mtis(cls) -> tuple[str, ...]:
+        """The MTIs this view reads and writes."""
+        return ("0110", "0210", "0230", "0410", "0430")
 
     def __post_init__(self) -> None:
-        assert str(self.mti) in self.MTIS, self.mti
+        assert str(self.mti) in self.mtis(), self.mti
 
     @property
     def code(self) -> ResponseCode | None:
@@ -435,7 +450,7 @@ class TransactionResponse:
         amount = _get(msg, 4)
         amounts = _get(msg, 54)
         return cls(
-            mti=_mti(msg, cls.MTIS, cls.__name__),
+            mti=_mti(msg, cls.mtis(), cls.__name__),
             response_code=_need(msg, 39),
             stan=_need(msg, 11),
             pan=_parsed(msg, 2, Pan),
@@ -500,10 +515,13 @@ class NetworkResponse:
     security_code: KeyData | None = None
     mac: str | None = None
 
-    MTIS: ClassVar[tuple[str, ...]] = ("0810",)
+    @classmethod
+    def mtis(cls) -> tuple[str, ...]:
+        """The MTIs this view reads and writes."""
+        return ("0810",)
 
     def __post_init__(self) -> None:
-        assert str(self.mti) in self.MTIS, self.mti
+        assert str(self.mti) in self.mtis(), self.mti
 
     @property
     def approved(self) -> bool:
@@ -513,7 +531,7 @@ class NetworkResponse:
     def from_iso(cls, msg: IsoMessage) -> Self:
         """Raises FieldError naming the first missing or wrong field."""
         return cls(
-            mti=_mti(msg, cls.MTIS, cls.__name__),
+            mti=_mti(msg, cls.mtis(), cls.__name__),
             response_code=_need(msg, 39),
             stan=_need(msg, 11),
             info_code=_need(msg, 70),

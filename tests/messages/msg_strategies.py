@@ -153,7 +153,7 @@ def card_request_kwargs(draw: st.DrawFn, mtis: tuple[str, ...]) -> dict[str, obj
 
 @st.composite
 def transaction_requests(draw: st.DrawFn) -> TransactionRequest:
-    kwargs = draw(card_request_kwargs(TransactionRequest.MTIS))
+    kwargs = draw(card_request_kwargs(TransactionRequest.mtis()))
     expiry = kwargs["expiry"]
     track2 = kwargs["track2"]
     if expiry is None and isinstance(track2, Track2):
@@ -163,7 +163,7 @@ def transaction_requests(draw: st.DrawFn) -> TransactionRequest:
 
 @st.composite
 def reversal_requests(draw: st.DrawFn) -> ReversalRequest:
-    kwargs = draw(card_request_kwargs(ReversalRequest.MTIS))
+    kwargs = draw(card_request_kwargs(ReversalRequest.mtis()))
     if kwargs["expiry"] is None and isinstance(kwargs["track2"], Track2):
         kwargs["expiry"] = kwargs["track2"].expiry
     return ReversalRequest(
@@ -189,7 +189,7 @@ network_requests = st.builds(
 
 transaction_responses = st.builds(
     TransactionResponse,
-    mti=st.sampled_from(TransactionResponse.MTIS).map(Mti.parse),
+    mti=st.sampled_from(TransactionResponse.mtis()).map(Mti.parse),
     response_code=response_codes,
     stan=digits(6),
     pan=optional(pans.map(Pan)),

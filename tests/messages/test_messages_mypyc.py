@@ -8,6 +8,7 @@ with ATM_SWITCH_PURE_PYTHON set) runs the same codec.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
 import importlib.util
 import os
@@ -23,10 +24,10 @@ from types import ModuleType
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from msg_strategies import iso_messages, mutate
+from msg_strategies import iso_messages, mutate, reversal_requests, transaction_requests
 
 import messages
-from messages import codec, compiled, framing, mti
+from messages import codec, compiled, fields, framing, mti, views
 from messages.codec import IsoMessage
 from messages.errors import MessageError
 from messages.profiles import ASCII, BINARY, Profile
@@ -50,6 +51,7 @@ def _source(name: str) -> ModuleType:
 SOURCE_CODEC = _source("codec")
 SOURCE_FRAMING = _source("framing")
 SOURCE_MTI = _source("mti")
+SOURCE_VIEWS = _source("views")  # over the form in use of the modules it imports
 
 
 def _c_compiler() -> bool:
@@ -80,7 +82,7 @@ def test_the_installed_modules_are_compiled_and_in_use() -> None:
     # Fails when the install fell back to the source (the extensions are optional)
     # or a source was edited without installing again (`make` does).
     assert compiled.state() == "compiled (mypyc)"
-    for module in (codec, framing, mti):
+    for module in (codec, framing, mti, fields, views):
         assert str(module.__file__).endswith(EXTENSION_SUFFIXES), module.__name__
 
 
@@ -92,7 +94,7 @@ def test_the_environment_variable_selects_the_source(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not str(codec.__file__).endswith(EXTENSION_SUFFIXES),
                     reason="the compiled form is not in use")
-def test_a_source_newer_than_its_compiled_module_is_used_instead(tmp_path: Path) -> None:
+def test_a_source_that_differs_from_the_compiled_one_is_used_instead(tmp_path: Path) -> None:
     # A copy of the package (compiled modules included) ahead on the path, so the
     # checkout's own files keep their times.
     copy = tmp_path / "messages"
@@ -101,11 +103,21 @@ def test_a_source_newer_than_its_compiled_module_is_used_instead(tmp_path: Path)
     assert path.startswith(str(copy)) and path.endswith(EXTENSION_SUFFIXES)
     assert state == "compiled (mypyc)"
 
-    later = max(entry.stat().st_mtime for entry in copy.iterdir()) + 60
-    os.utime(copy / "mti.py", (later, later))  # one of them edited after the install
+    edited = copy / "mti.py"  # one of them edited after the install
+    edited.write_text(edited.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
     path, state = _run_python(_SHOW, tmp_path, PYTHONPATH=str(tmp_path))
     assert path == str(copy / "codec.py")  # all of them from source, not only mti
-    assert state == "pure Python (messages/mti.py is newer than its compiled module (run make))"
+    assert state == "pure Python (messages/mti.py differs from the one compiled (run make))"
+
+    edited.write_text(edited.read_text(encoding="utf-8").removesuffix("# edited\n"),
+                      encoding="utf-8")  # as compiled again: the time does not matter
+    path, state = _run_python(_SHOW, tmp_path, PYTHONPATH=str(tmp_path))
+    assert path.endswith(EXTENSION_SUFFIXES) and state == "compiled (mypyc)"
+
+    (copy / compiled.RECORD_NAME).unlink()  # a build that failed part-way leaves none
+    path, state = _run_python(_SHOW, tmp_path, PYTHONPATH=str(tmp_path))
+    assert path == str(copy / "codec.py")
+    assert state.startswith("pure Python (no record of the sources compiled")
 
 
 # --------------------------------------------------------------------------- same answers
@@ -143,6 +155,30 @@ def test_both_forms_refuse_alike(msg: IsoMessage, profile: Profile, position: in
     raw = mutate(codec.encode(msg, profile), position, byte, action)
     assert _outcome(lambda: codec.decode(raw, profile)) == \
         _outcome(lambda: SOURCE_CODEC.decode(raw, profile))
+
+
+def _view(module: ModuleType, class_name: str, msg: IsoMessage) -> tuple[object, ...]:
+    try:
+        view = getattr(module, class_name).from_iso(msg)
+    except MessageError as exc:
+        return ("refused", type(exc).__name__, str(exc))
+    back = view.to_iso()
+    return ("read", dataclasses.asdict(view), back.mti, dict(back.fields))
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(request=st.one_of(transaction_requests(), reversal_requests()),
+       drop=st.sets(st.integers(2, 128), max_size=3), code=st.sampled_from(["00", "05", "51"]))
+def test_both_forms_read_and_answer_requests_alike(request: object, drop: set[int],
+                                                   code: str) -> None:
+    full = request.to_iso()  # type: ignore[attr-defined]
+    msg = full.with_fields(dict.fromkeys(drop))  # some fields missing, mandatory ones too
+    name = type(request).__name__
+    assert _view(views, name, msg) == _view(SOURCE_VIEWS, name, msg)
+    answers = [module.respond(full, code, approval_code="123456" if code == "00" else None)
+               for module in (views, SOURCE_VIEWS)]
+    assert [(a.mti, dict(a.fields)) for a in answers] == \
+        [(answers[0].mti, dict(answers[0].fields))] * 2
 
 
 def _frames(module: ModuleType, chunks: list[bytes], header: str) -> list[object]:
