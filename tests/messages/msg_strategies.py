@@ -226,6 +226,14 @@ network_responses = st.builds(
 )
 
 
+# The arguments of mutate() other than the bytes, for ``@given(..., **MUTATIONS)``.
+MUTATIONS: dict[str, st.SearchStrategy[object]] = {
+    "position": st.integers(min_value=0),
+    "byte": st.integers(min_value=0, max_value=255),
+    "action": st.sampled_from(["replace", "insert", "delete", "truncate"]),
+}
+
+
 def mutate(raw: bytes, position: int, byte: int, action: str) -> bytes:
     """``raw`` with one byte replaced, inserted or deleted at ``position`` (modulo its
     length), or truncated there (any other action)."""

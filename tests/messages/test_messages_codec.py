@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from msg_strategies import iso_messages, mutate
+from msg_strategies import MUTATIONS, iso_messages, mutate
 
 from messages.codec import IsoMessage, decode, encode
 from messages.errors import DecodeError, EncodeError, MessageError
@@ -191,9 +191,7 @@ def test_any_bytes_decode_or_raise_decode_error(data: bytes, profile: Profile) -
 @given(
     msg=iso_messages(),
     profile=st.sampled_from(PROFILES),
-    position=st.integers(min_value=0),
-    byte=st.integers(min_value=0, max_value=255),
-    action=st.sampled_from(["replace", "insert", "delete", "truncate"]),
+    **MUTATIONS,
 )
 def test_mutated_messages_decode_or_raise_decode_error(
     msg: IsoMessage, profile: Profile, position: int, byte: int, action: str

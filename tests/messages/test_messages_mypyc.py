@@ -24,7 +24,13 @@ from types import ModuleType
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from msg_strategies import iso_messages, mutate, reversal_requests, transaction_requests
+from msg_strategies import (
+    MUTATIONS,
+    iso_messages,
+    mutate,
+    reversal_requests,
+    transaction_requests,
+)
 
 import messages
 from messages import codec, compiled, fields, framing, mti, views
@@ -146,9 +152,7 @@ def test_both_forms_encode_and_decode_alike(profile: Profile, msg: IsoMessage) -
 @given(
     msg=iso_messages(),
     profile=st.sampled_from(PROFILES),
-    position=st.integers(min_value=0),
-    byte=st.integers(min_value=0, max_value=255),
-    action=st.sampled_from(["replace", "insert", "delete", "truncate"]),
+    **MUTATIONS,
 )
 def test_both_forms_refuse_alike(msg: IsoMessage, profile: Profile, position: int, byte: int,
                                  action: str) -> None:

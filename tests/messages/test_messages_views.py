@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msg_strategies import (
+    MUTATIONS,
     mutate,
     network_requests,
     network_responses,
@@ -147,9 +148,7 @@ def test_views_refuse_other_mtis(view: Any, mti: str) -> None:
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(
     data=st.data(),
-    position=st.integers(min_value=0),
-    byte=st.integers(0, 255),
-    action=st.sampled_from(["replace", "insert", "delete", "truncate"]),
+    **MUTATIONS,
 )
 def test_mutations_are_rejected_with_the_package_errors(
     profile: Profile, data: st.DataObject, position: int, byte: int, action: str
