@@ -64,7 +64,7 @@ def luhn_complete(body: str) -> str:
 # --------------------------------------------------------------------------- PAN, track 2
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, repr=False, init=False)
 class Pan:
     """A primary account number: 12 to 19 digits passing Luhn.
 
@@ -75,6 +75,13 @@ class Pan:
 
     digits: str
     field: int = dc_field(default=2, compare=False)
+
+    # The field types spell out their constructors (init=False) for the reason
+    # given at messages.views.TransactionRequest: they are made for every request.
+    def __init__(self, digits: str, field: int = 2) -> None:
+        object.__setattr__(self, "digits", digits)
+        object.__setattr__(self, "field", field)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not (isinstance(self.digits, str) and _is_digits(self.digits)):
@@ -96,7 +103,7 @@ class Pan:
         return self.masked
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, repr=False, init=False)
 class Track2:
     """Track 2 equivalent data: PAN, separator, expiry YYMM, service code, discretionary data.
 
@@ -110,6 +117,15 @@ class Track2:
     service_code: str
     discretionary: str = ""
     separator: str = dc_field(default="=", compare=False)
+
+    def __init__(self, pan: Pan, expiry: str, service_code: str, discretionary: str = "",
+                 separator: str = "=") -> None:
+        object.__setattr__(self, "pan", pan)
+        object.__setattr__(self, "expiry", expiry)
+        object.__setattr__(self, "service_code", service_code)
+        object.__setattr__(self, "discretionary", discretionary)
+        object.__setattr__(self, "separator", separator)
+        self.__post_init__()
 
 
     @classmethod
@@ -156,7 +172,7 @@ class Track2:
 # --------------------------------------------------------------------------- secrets
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, repr=False, init=False)
 class PinBlock:
     """An encrypted PIN block: 16 hex characters (normalised to upper case).
 
@@ -164,6 +180,10 @@ class PinBlock:
     """
 
     hex: str
+
+    def __init__(self, hex: str) -> None:
+        object.__setattr__(self, "hex", hex)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         value = self.hex.upper() if isinstance(self.hex, str) else ""
@@ -216,13 +236,20 @@ class AccountType:
     CREDIT: Final = "30"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ProcessingCode:
     """Field 3: transaction type, from-account type, to-account type (2 digits each)."""
 
     txn_type: str
     from_account: str = AccountType.DEFAULT
     to_account: str = AccountType.DEFAULT
+
+    def __init__(self, txn_type: str, from_account: str = AccountType.DEFAULT,
+                 to_account: str = AccountType.DEFAULT) -> None:
+        object.__setattr__(self, "txn_type", txn_type)
+        object.__setattr__(self, "from_account", from_account)
+        object.__setattr__(self, "to_account", to_account)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         for part in (self.txn_type, self.from_account, self.to_account):
@@ -259,7 +286,7 @@ _BLOCKS_MAX: Final = 6
 _AMOUNT_MAX: Final = 10**12 - 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class AdditionalAmount:
     """One 20-character block of field 54. ``amount`` is signed minor units
     (``C`` on the wire for >= 0, ``D`` for < 0)."""
@@ -268,6 +295,13 @@ class AdditionalAmount:
     amount_type: str
     currency: str
     amount: int
+
+    def __init__(self, account_type: str, amount_type: str, currency: str,
+                 amount: int) -> None:
+        object.__setattr__(self, "account_type", account_type)
+        object.__setattr__(self, "amount_type", amount_type)
+        object.__setattr__(self, "currency", currency)
+        object.__setattr__(self, "amount", amount)
 
     def to_iso(self) -> str:
         """The 20-character block. Raises EncodeError(54, …)."""

@@ -39,7 +39,7 @@ class Origin(enum.IntEnum):
     OTHER_REPEAT = 5
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True, order=True, init=False)
 class Mti:
     """A parsed MTI; ``str(mti)`` gives the four digits back."""
 
@@ -47,6 +47,15 @@ class Mti:
     msg_class: int
     function: int
     origin: int
+
+    # Spelled out for the reason given at messages.views.TransactionRequest (every
+    # answer makes one).
+    def __init__(self, version: int, msg_class: int, function: int, origin: int) -> None:
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "msg_class", msg_class)
+        object.__setattr__(self, "function", function)
+        object.__setattr__(self, "origin", origin)
+        self.__post_init__()
 
     @classmethod
     def parse(cls, text: str) -> Mti:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.machinery
 import importlib.util
+import inspect
 import os
 import shutil
 import subprocess
@@ -57,6 +58,7 @@ def _source(name: str) -> ModuleType:
 SOURCE_CODEC = _source("codec")
 SOURCE_FRAMING = _source("framing")
 SOURCE_MTI = _source("mti")
+SOURCE_FIELDS = _source("fields")
 SOURCE_VIEWS = _source("views")  # over the form in use of the modules it imports
 
 
@@ -124,6 +126,39 @@ def test_a_source_that_differs_from_the_compiled_one_is_used_instead(tmp_path: P
     path, state = _run_python(_SHOW, tmp_path, PYTHONPATH=str(tmp_path))
     assert path == str(copy / "codec.py")
     assert state.startswith("pure Python (no record of the sources compiled")
+
+
+# --------------------------------------------------------------------------- constructors
+
+
+# Read from the sources: a compiled constructor shows no signature (the record's
+# hashes make the compiled classes these).
+SPELLED_OUT = [SOURCE_CODEC.IsoMessage, SOURCE_MTI.Mti, SOURCE_FIELDS.Pan,
+               SOURCE_FIELDS.Track2, SOURCE_FIELDS.PinBlock, SOURCE_FIELDS.ProcessingCode,
+               SOURCE_FIELDS.AdditionalAmount, SOURCE_VIEWS.TransactionRequest]
+
+
+def _parameters(cls: type) -> list[tuple[str, object]]:
+    """(name, default) of the constructor's parameters."""
+    owner = next(klass for klass in cls.__mro__ if "__init__" in vars(klass))
+    params = list(inspect.signature(vars(owner)["__init__"]).parameters.values())[1:]
+    return [(p.name, p.default) for p in params]
+
+
+@pytest.mark.parametrize("cls", SPELLED_OUT, ids=lambda c: c.__name__)
+def test_spelled_out_constructors_take_exactly_the_fields(cls: type) -> None:
+    # These classes write their __init__ (init=False) so that mypyc compiles it:
+    # its parameters must be the dataclass fields, with the same defaults.
+    def default(f: dataclasses.Field[object]) -> object:
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        if f.default_factory is not dataclasses.MISSING:
+            return None  # built in the constructor (IsoMessage's fields)
+        return inspect.Parameter.empty
+
+    expected = {f.name: default(f) for f in dataclasses.fields(cls)}
+    assert dict(_parameters(cls)) == expected
+    assert len(_parameters(cls)) == len(expected)
 
 
 # --------------------------------------------------------------------------- same answers
