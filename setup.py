@@ -1,10 +1,10 @@
 """The build hook: everything about the project is in pyproject.toml except this.
 
 When the project is installed, the modules named in ``messages/compiled.py`` are
-compiled to C extensions with mypyc (pinned in ``[build-system]``): the codec's
-per-message work then takes about a third less CPU. The extensions are optional:
-with no C compiler, or with ATM_SWITCH_PURE_PYTHON set, the install carries on
-and the same modules run as plain Python.
+compiled to C extensions with mypyc (pinned in ``[build-system]``): the switch's
+CPU per authorization was 8-23% lower in the benchmarks (BENCHMARKS.md). The
+extensions are optional: with no C compiler, or with ATM_SWITCH_PURE_PYTHON set,
+the install carries on and the same modules run as plain Python.
 
 Beside the compiled modules the build writes the SHA-256 of each source it
 compiled (``RECORD_NAME``); the package uses the compiled modules only while
@@ -41,6 +41,7 @@ def _constant(name: str) -> Any:
 MODULES: tuple[str, ...] = _constant("COMPILED_MODULES")
 GROUP: str = _constant("GROUP_NAME")
 RECORD_NAME: str = _constant("RECORD_NAME")
+PURE_PYTHON_ENV: str = _constant("PURE_PYTHON_ENV")
 
 
 class _BuildExt(build_ext):
@@ -70,7 +71,7 @@ class _BuildExt(build_ext):
 
 
 def _extensions() -> list[Extension]:
-    if os.environ.get("ATM_SWITCH_PURE_PYTHON", "") not in ("", "0"):
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
         return []
     try:
         from mypyc.build import mypycify

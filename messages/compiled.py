@@ -51,21 +51,27 @@ def _extension(name: str) -> Path | None:
     return None
 
 
+# Looked for once, at import: what the finder below and state() go by.
+_EXTENSIONS = {name: _extension(name) for name in COMPILED_MODULES}
+
+
 def _source_reason() -> str | None:
     """Why the sources are used although compiled modules are there (None: the
     compiled modules are used, or there are none)."""
     if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
         return f"{PURE_PYTHON_ENV} is set"
-    if not any(_extension(name) is not None for name in COMPILED_MODULES):
+    if all(path is None for path in _EXTENSIONS.values()):
         return None
+    missing = [name for name, path in _EXTENSIONS.items() if path is None]
+    if missing:
+        return f"{_PACKAGE}/{missing[0]}.py was not compiled (run make)"
     try:
         record = json.loads((_HERE / RECORD_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return f"no record of the sources compiled ({RECORD_NAME}; run make)"
     for name in COMPILED_MODULES:
         digest = hashlib.sha256((_HERE / f"{name}.py").read_bytes()).hexdigest()
-        if not isinstance(record, dict) or record.get(f"{name}.py") != digest \
-                or _extension(name) is None:
+        if not isinstance(record, dict) or record.get(f"{name}.py") != digest:
             return f"{_PACKAGE}/{name}.py differs from the one compiled (run make)"
     return None
 
@@ -90,9 +96,10 @@ def state() -> str:
     """"compiled (mypyc)", or "pure Python" and why."""
     if _reason is not None:
         return f"pure Python ({_reason})"
+    if any(path is None for path in _EXTENSIONS.values()):
+        return "pure Python (not compiled at install)"
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     loaded = [sys.modules.get(f"{_PACKAGE}.{name}") for name in COMPILED_MODULES]
-    if all(_extension(name) is not None for name in COMPILED_MODULES) and all(
-            m is None or str(getattr(m, "__file__", "")).endswith(suffixes) for m in loaded):
+    if all(m is None or str(getattr(m, "__file__", "")).endswith(suffixes) for m in loaded):
         return "compiled (mypyc)"
     return "pure Python (not compiled at install)"

@@ -127,7 +127,6 @@ class Track2:
         object.__setattr__(self, "separator", separator)
         self.__post_init__()
 
-
     @classmethod
     def parse(cls, text: str) -> Track2:
         """Parse field 35. Raises FieldError(35, …)."""
