@@ -120,6 +120,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"p99 {_fmt(results['p99_ms'], 2)} ms, p99.9 {_fmt(results['p999_ms'], 2)} ms; "
         f"errors {results['errors']}.",
         "",
+        *_rounds_lines(results),
         "CPU per authorization at that point: switch "
         f"{_fmt(results.get('switch_cpu_ms_per_auth'), 3)} ms, PostgreSQL "
         f"{_fmt(results.get('postgres_cpu_ms_per_auth'), 3)} ms, load generator "
@@ -190,6 +191,16 @@ def markdown_summary(results: dict[str, Any]) -> str:
     verdict = "clean" if results["verify_ok"] else "FAILED"
     lines += ["", f"Ledger verify after the run: **{verdict}**."]
     return "\n".join(lines) + "\n"
+
+
+def _rounds_lines(results: dict[str, Any]) -> list[str]:
+    ratios = [r for r in results.get("ratio_rounds") or [] if r is not None]
+    if len(ratios) < 2:
+        return []
+    return [f"Ratio in {len(ratios)} paired rounds at {results['clients']} ATMs (each the "
+            "closed loop, then pgbench -N at the same client count, one after the other): "
+            + ", ".join(f"{r:.2f}" for r in ratios)
+            + f"; the headline is the median round ({results.get('headline_phase')}).", ""]
 
 
 def stage_line(phase: dict[str, Any]) -> str:
@@ -326,9 +337,29 @@ def plot(results: dict[str, Any], curves: dict[str, list[tuple[float, float]]],
     return path
 
 
-def headline(phases: Sequence[dict[str, Any]], clients: int) -> dict[str, Any]:
-    """The closed-loop sweep phase at `clients` ATMs (or the nearest below it)."""
+def headline_clients(sweep: Sequence[int], clients: int) -> int:
+    """The sweep's concurrency the headline is taken at: `clients`, or the nearest
+    below it (the smallest of the sweep when none is)."""
+    return max([c for c in sweep if c <= clients] or [min(sweep)])
+
+
+def ratio_round_phases(phases: Sequence[dict[str, Any]], clients: int) -> list[dict[str, Any]]:
+    """The closed-loop phases at the headline concurrency, in the order they ran: the
+    sweep's, then the further paired rounds (group "ratio")."""
     sweep = [ph for ph in phases if ph["mode"] == "closed" and ph["group"] == "sweep"]
     assert sweep, "no closed-loop phase"
-    at_or_below = [ph for ph in sweep if ph["clients"] <= clients] or sweep
-    return max(at_or_below, key=lambda ph: ph["clients"])
+    at = headline_clients([ph["clients"] for ph in sweep], clients)
+    return [ph for ph in phases if ph["mode"] == "closed" and ph["clients"] == at
+            and ph["group"] in ("sweep", "ratio")]
+
+
+def headline(phases: Sequence[dict[str, Any]], clients: int) -> dict[str, Any]:
+    """The closed-loop phase at `clients` ATMs (or the nearest below it); with several
+    paired rounds there, the round whose ratio is the median (the lower one of an
+    even count, and the sweep's phase when a round has no ratio)."""
+    rounds = ratio_round_phases(phases, clients)
+    ratios = [ph.get("ratio") for ph in rounds]
+    if len(rounds) == 1 or any(r is None for r in ratios):
+        return rounds[0]
+    ranked = sorted(rounds, key=lambda ph: ph["ratio"])
+    return ranked[(len(ranked) - 1) // 2]

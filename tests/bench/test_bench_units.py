@@ -411,3 +411,52 @@ def test_the_cpu_bound_estimate_allows_each_switch_process_one_core(
     assert _cpu_bound_tps(cpu, 2.0, 20_000, 1) == 2000.0
     assert _cpu_bound_tps(cpu, 2.0, 20_000, 2) == 2500.0
     assert _cpu_bound_tps({"switch": None, "postgres": 4.0}, 2.0, 20_000, 1) is None
+
+
+def test_headline_is_the_round_of_median_ratio() -> None:
+    def phase(name: str, group: str, clients: int, tps: float, ratio: float | None
+              ) -> dict[str, object]:
+        lat = {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0, "p999_ms": 4.0, "max_ms": 5.0}
+        return {"name": name, "group": group, "mode": "closed", "clients": clients,
+                "auth_tps": tps, "latency": lat, "errors": 0, "ledger_retries": 0,
+                "pgbench": None if ratio is None else {"tps": tps / ratio}, "ratio": ratio}
+    phases = [phase("closed-8", "sweep", 8, 100.0, 0.2), phase("closed-32", "sweep", 32, 300.0,
+                                                                0.55),
+              phase("closed-32#2", "ratio", 32, 280.0, 0.41),
+              phase("closed-32#3", "ratio", 32, 290.0, 0.47),
+              phase("closed-128", "sweep", 128, 320.0, 0.7),
+              phase("closed-32@1M", "scale", 32, 250.0, None)]
+    assert [ph["name"] for ph in report.ratio_round_phases(phases, 32)] == [
+        "closed-32", "closed-32#2", "closed-32#3"]
+    assert report.headline(phases, 32)["name"] == "closed-32#3"
+    # An even count takes the lower median; one round without pgbench: the sweep's phase.
+    assert report.headline(phases[:3], 32)["name"] == "closed-32#2"
+    phases[2]["ratio"] = None
+    assert report.headline(phases, 32)["name"] == "closed-32"
+    assert report.headline(phases, 8)["name"] == "closed-8"
+    assert report.headline_clients((8, 32, 128), 4) == 8
+    assert report.headline_clients((8, 32, 128), 64) == 32
+    results = {"machine": {"cpus": 2}, "clients": 32, "auth_tps": 290.0, "pgbench_tps": 617.0,
+               "ratio": 0.47, "p50_ms": 1.0, "p99_ms": 3.0, "p999_ms": 4.0, "errors": 0,
+               "phases": phases, "verify_ok": True, "ratio_rounds": [0.55, 0.41, 0.47],
+               "headline_phase": "closed-32#3"}
+    text = report.markdown_summary(results)
+    assert ("Ratio in 3 paired rounds at 32 ATMs (each the closed loop, then pgbench -N at the "
+            "same client count, one after the other): 0.55, 0.41, 0.47; the headline is the "
+            "median round (closed-32#3).") in text
+    results["ratio_rounds"] = [0.55]
+    assert "paired rounds" not in report.markdown_summary(results)
+
+
+def test_ratio_rounds_option() -> None:
+    from benchmarks.harness import Settings, build_parser
+
+    def settings(*argv: str) -> Settings:
+        return Settings.from_args(build_parser().parse_args(list(argv)))
+    assert settings().ratio_rounds == 3
+    assert settings("--quick").ratio_rounds == 1
+    assert settings("--ratio-rounds", "5").ratio_rounds == 5
+    with pytest.raises(ValueError, match="ratio-rounds"):
+        settings("--ratio-rounds", "10")
+    with pytest.raises(ValueError, match="ratio-rounds"):
+        settings("--ratio-rounds", "0")
