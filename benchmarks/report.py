@@ -313,6 +313,13 @@ def plot(results: dict[str, Any], curves: dict[str, list[tuple[float, float]]],
     pg = [(ph["clients"], ph["pgbench"]["tps"]) for ph in sweep if ph.get("pgbench")]
     if pg:
         ax2.plot([c for c, _ in pg], [t for _, t in pg], "s--", label="pgbench -N tps")
+    rounds = [ph for ph in results["phases"] if ph["mode"] == "closed" and ph["group"] == "ratio"]
+    if rounds:  # the further paired rounds at the headline concurrency, as points
+        ax2.plot([ph["clients"] for ph in rounds], [ph["auth_tps"] for ph in rounds], "o",
+                 color="C0", alpha=0.5, label="authorizations/s, further rounds")
+        pg_rounds = [ph for ph in rounds if ph.get("pgbench")]
+        ax2.plot([ph["clients"] for ph in pg_rounds], [ph["pgbench"]["tps"] for ph in pg_rounds],
+                 "s", color="C1", alpha=0.5, label="pgbench -N tps, further rounds")
     if clients and max(clients) > 1:
         ax2.set_xscale("log", base=2)
     ax2.set_xticks(clients or [1])
