@@ -4,10 +4,18 @@ The database stays authoritative (the ledger function rechecks card status and
 counts PIN tries itself); the cache only saves a round trip for data that
 changes rarely. Entries expire after `ttl_s`; at `entries_max` the oldest
 entry goes first.
+
+With ``spread`` an entry lives for a random part of the last ``spread`` of its
+time-to-live (never longer than ``ttl_s``): entries put together, as after a start
+or when load begins, then do not all expire together and come back as one burst
+of database reads (measured in the benchmark: every card of a 60 s cache expiring
+within a few seconds doubled the database transactions per request and slowed the
+closed loop by a fifth while it lasted).
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,9 +27,12 @@ V = TypeVar("V")
 
 class TtlCache(Generic[K, V]):
     def __init__(self, ttl_s: float, entries_max: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        assert ttl_s >= 0 and entries_max > 0
+                 clock: Callable[[], float] = time.monotonic, *, spread: float = 0.0,
+                 rng: random.Random | None = None) -> None:
+        assert ttl_s >= 0 and entries_max > 0 and 0.0 <= spread < 1.0
         self._ttl_s = ttl_s
+        self._spread_s = ttl_s * spread
+        self._random = (rng or random.Random()).random
         self._entries_max = entries_max
         self._clock = clock
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
@@ -37,7 +48,8 @@ class TtlCache(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
-        self._data[key] = (self._clock() + self._ttl_s, value)
+        life = self._ttl_s - self._spread_s * self._random() if self._spread_s else self._ttl_s
+        self._data[key] = (self._clock() + life, value)
         self._data.move_to_end(key)
         while len(self._data) > self._entries_max:
             self._data.popitem(last=False)
