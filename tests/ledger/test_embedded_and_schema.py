@@ -235,3 +235,22 @@ def test_value_rules_hold_as_domains_and_after_a_downgrade(fresh_dsn: str) -> No
     assert _refused_writes(fresh_dsn) == list(_BROKEN_WRITES)
     upgrade(fresh_dsn)
     assert _refused_writes(fresh_dsn) == list(_BROKEN_WRITES)
+
+
+def _job_languages(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT p.proname, l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+            " WHERE p.proname IN ('ledger_fold_hot', 'ledger_expire_holds')").fetchall()
+    return {str(name): str(language) for name, language in rows}
+
+
+def test_jobs_join_nothing_and_downgrade(fresh_dsn: str) -> None:
+    assert _job_languages(fresh_dsn) == {"ledger_fold_hot": "plpgsql",
+                                         "ledger_expire_holds": "plpgsql"}
+    cfg = alembic_config(fresh_dsn)
+    command.downgrade(cfg, "0012")
+    assert _job_languages(fresh_dsn) == {"ledger_fold_hot": "sql", "ledger_expire_holds": "sql"}
+    upgrade(fresh_dsn)
+    assert _job_languages(fresh_dsn) == {"ledger_fold_hot": "plpgsql",
+                                         "ledger_expire_holds": "plpgsql"}
