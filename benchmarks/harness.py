@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path,
                    help="state directory (PostgreSQL in DIR/pg); default: a temporary one")
     p.add_argument("--keep-data", action="store_true", help="keep a temporary data dir")
+    p.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter of the embedded PostgreSQL on top of the project's, for "
+                        "diagnosis (e.g. shared_preload_libraries=pg_stat_statements); "
+                        "repeatable; written into the results")
     p.add_argument("--target", metavar="HOST:PORT", help="drive a running switch instead")
     p.add_argument("--metrics", metavar="URL", help="its /metrics URL (with --target)")
     p.add_argument("--switch-pid", type=int, help="its process id, for CPU (with --target)")
@@ -166,6 +170,7 @@ class Settings:
     pgbench_scale: int
     scale_postings: tuple[int, ...]
     mix: Mix
+    pg_settings: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
@@ -187,9 +192,12 @@ class Settings:
             pgbench_scale=a.pgbench_scale or (1 if a.quick else 10),
             scale_postings=scale_postings if a.scale else (),
             mix=Mix.parse(a.mix) if a.mix else Mix(),
+            pg_settings=_pg_settings(a.pg_set),
         )
         if settings.cards < 1 or settings.atms < 1 or settings.duration_s < 1:
             raise ValueError("--cards, --atms and --duration must be positive")
+        if settings.pg_settings and a.target:
+            raise ValueError("--pg-set sets the PostgreSQL the harness starts, not --target's")
         if not 1 <= settings.ratio_rounds <= 9:
             raise ValueError("--ratio-rounds: 1 to 9")
         if a.workers < 1 or a.loadgen_procs < 1 or a.timeout <= 0:
@@ -197,8 +205,25 @@ class Settings:
         return settings
 
     @property
+    def pg_settings_dict(self) -> dict[str, str]:
+        return dict(self.pg_settings)
+
+    @property
     def atms_needed(self) -> int:
         return max(self.atms, *self.sweep)
+
+
+def _pg_settings(items: list[str]) -> tuple[tuple[str, str], ...]:
+    """``--pg-set NAME=VALUE`` options, checked as the embedded server checks them."""
+    from ledger.embedded import check_settings
+
+    pairs: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--pg-set {item!r}: expected NAME=VALUE")
+        pairs[name.strip()] = value.strip()
+    return tuple(check_settings(pairs).items())
 
 
 # -- processes -----------------------------------------------------------------------
@@ -659,7 +684,7 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
     pg: EmbeddedPostgres | None = None
     pg_was_running = False
     if dsn_env is None:
-        pg = EmbeddedPostgres(data_dir / "pg")
+        pg = EmbeddedPostgres(data_dir / "pg", settings.pg_settings_dict)
         pg_was_running = pg.is_running()
         pg.start()
         print(f"PostgreSQL on 127.0.0.1:{pg.port}", file=sys.stderr)
@@ -837,7 +862,8 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
                      "switch_workers": args.workers, "loadgen_procs": args.loadgen_procs,
                      "pgbench_scale": settings.pgbench_scale,
                      "pgbench_protocol": args.pgbench_protocol, "timeout_s": args.timeout,
-                     "target": bool(args.target)},
+                     "target": bool(args.target),
+                     "pg_settings": settings.pg_settings_dict},
         "machine": report.machine_info(),
         "codec": codec_state(),
         "commit": commit,

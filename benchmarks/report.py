@@ -104,6 +104,14 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _pg_settings_text(results: dict[str, Any]) -> str:
+    extra = (results.get("settings") or {}).get("pg_settings") or {}
+    if not extra:
+        return ""
+    return (" PostgreSQL parameters set for this run on top of the project's: "
+            + ", ".join(f"`{name} = {value}`" for name, value in sorted(extra.items())) + ".")
+
+
 def markdown_summary(results: dict[str, Any]) -> str:
     """A short human summary: headline, every phase, verification."""
     lines = [
@@ -112,7 +120,8 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"Machine: {results['machine'].get('cpus')} CPUs "
         f"({results['machine'].get('model_name', 'unknown model')}), "
         f"commit {results.get('commit') or 'unknown'}; mode: {results.get('profile')}; "
-        f"ISO 8583 codec: {results.get('codec') or 'unknown'}.",
+        f"ISO 8583 codec: {results.get('codec') or 'unknown'}."
+        + _pg_settings_text(results),
         "",
         f"**Headline (closed loop, {results['clients']} ATMs):** "
         f"{_fmt(results['auth_tps'])} authorizations/s vs pgbench -N {_fmt(results['pgbench_tps'])}"

@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -32,6 +33,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -61,6 +63,9 @@ STOP_TIMEOUT_S = 60
 # Settings written to the cluster on every start (so retuning applies to an
 # existing data dir). Memory is sized for a small machine; durability is
 # untouched (fsync, synchronous_commit, full_page_writes keep their defaults).
+# Names of server parameters (extensions' ones have a dot: auto_explain.log_min_duration).
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+
 _SETTINGS: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
     "max_connections": "200",
@@ -134,10 +139,24 @@ def _free_port() -> int:
     return port
 
 
+def check_settings(settings: Mapping[str, str]) -> dict[str, str]:
+    """``settings`` as a dict; ValueError for a malformed parameter name or a value
+    holding a control character (the settings file is one parameter per line)."""
+    for name, value in settings.items():
+        if not _SETTING_NAME.fullmatch(name):
+            raise ValueError(f"not a PostgreSQL parameter name: {name!r}")
+        if any(ord(char) < 32 for char in value):
+            raise ValueError(f"control character in the value of {name}")
+    return dict(settings)
+
+
 class EmbeddedPostgres:
     """One PostgreSQL cluster living in ``data_dir``; see the module docstring."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, settings: Mapping[str, str] | None = None) -> None:
+        """``settings``: server parameters set on top of this module's (diagnostics such
+        as ``shared_preload_libraries``), checked by :func:`check_settings`."""
+        self._extra = check_settings(settings or {})
         self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.socket_dir = self.data_dir / "sock"
@@ -283,6 +302,9 @@ class EmbeddedPostgres:
     def _write_settings(self) -> None:
         self._prepare_permissions()
         lines = [f"{key} = {value}" for key, value in _SETTINGS.items()]
+        # A quoted string is valid for a parameter of any type; '' is a quote.
+        lines += [f"{key} = '{value.replace(chr(39), chr(39) * 2)}'"
+                  for key, value in self._extra.items()]
         lines.append(f"unix_socket_directories = '{self.socket_dir}'")
         target = self.pgdata / "atm_switch.conf"
         target.write_text("# written by ledger.embedded on every start\n"

@@ -460,3 +460,31 @@ def test_ratio_rounds_option() -> None:
         settings("--ratio-rounds", "10")
     with pytest.raises(ValueError, match="ratio-rounds"):
         settings("--ratio-rounds", "0")
+
+
+def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
+    from benchmarks.harness import Settings, build_parser
+
+    def settings(*argv: str) -> Settings:
+        return Settings.from_args(build_parser().parse_args(list(argv)))
+
+    assert settings().pg_settings == ()
+    chosen = settings("--pg-set", "shared_preload_libraries=pg_stat_statements,auto_explain",
+                      "--pg-set", "auto_explain.log_min_duration = 300ms")
+    assert chosen.pg_settings_dict == {
+        "shared_preload_libraries": "pg_stat_statements,auto_explain",
+        "auto_explain.log_min_duration": "300ms"}
+    for bad in ("fsync", "Fsync=off", "a;b=1", "x=1\nfsync=off"):
+        with pytest.raises(ValueError):
+            settings("--pg-set", bad)
+    with pytest.raises(ValueError, match="--target"):
+        settings("--pg-set", "fsync=off", "--target", "127.0.0.1:8583")
+    results = {"machine": {"cpus": 2}, "clients": 32, "auth_tps": 1.0, "pgbench_tps": 2.0,
+               "ratio": 0.5, "p50_ms": 1.0, "p99_ms": 3.0, "p999_ms": 4.0, "errors": 0,
+               "phases": [], "verify_ok": True, "settings": {"pg_settings": {}}}
+    assert "on top of the project's" not in report.markdown_summary(results)
+    results["settings"] = {"pg_settings": chosen.pg_settings_dict}
+    assert ("PostgreSQL parameters set for this run on top of the project's: "
+            "`auto_explain.log_min_duration = 300ms`, "
+            "`shared_preload_libraries = pg_stat_statements,auto_explain`."
+            in report.markdown_summary(results))

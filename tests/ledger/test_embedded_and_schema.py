@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 import psycopg
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -254,3 +255,25 @@ def test_jobs_join_nothing_and_downgrade(fresh_dsn: str) -> None:
     upgrade(fresh_dsn)
     assert _job_languages(fresh_dsn) == {"ledger_fold_hot": "plpgsql",
                                          "ledger_expire_holds": "plpgsql"}
+
+
+def test_settings_on_top_of_the_projects_reach_the_server() -> None:
+    root = Path(tempfile.mkdtemp(prefix="atm-switch-pg-settings-"))
+    server = EmbeddedPostgres(root / "pg", {"track_functions": "pl",
+                                            "application_name": "it's set"})
+    try:
+        dsn = server.start()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SHOW track_functions").fetchone() == ("pl",)
+            assert conn.execute("SHOW jit").fetchone() == ("off",)   # the project's own
+        # The next start without them is the project's settings alone again.
+        server.stop()
+        plain = EmbeddedPostgres(root / "pg")
+        with psycopg.connect(plain.start(), autocommit=True) as conn:
+            assert conn.execute("SHOW track_functions").fetchone() == ("none",)
+        plain.stop()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    with pytest.raises(ValueError):
+        EmbeddedPostgres(root / "pg", {"fsync = off\nwork_mem": "1"})
