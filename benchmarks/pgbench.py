@@ -100,6 +100,30 @@ class Pgbench:
         shown = " ".join(["pgbench", *argv[1:]])
         return PgbenchResult(clients, threads, duration_s, tps, lat, processed, failed, shown)
 
+    def tidy(self) -> float:
+        """VACUUM (ANALYZE) pgbench's tables after a run; return the seconds it took.
+
+        `run` passes `-n` (pgbench's own pre-run vacuum would fall inside its timed
+        window), so without this the dead rows of one run are left to autovacuum, which
+        then cleans them up during the switch's next phase, on the same cores.
+        Raises PgbenchError.
+        """
+        import time
+
+        import psycopg
+
+        started = time.monotonic()
+        try:
+            with psycopg.connect(host=self.env.get("PGHOST"), port=self.env.get("PGPORT"),
+                                 user=self.env.get("PGUSER"),
+                                 password=self.env.get("PGPASSWORD"), dbname=self.database,
+                                 autocommit=True, connect_timeout=10) as conn:
+                conn.execute("VACUUM (ANALYZE) pgbench_accounts, pgbench_branches, "
+                             "pgbench_tellers, pgbench_history")
+        except psycopg.Error as exc:
+            raise PgbenchError(f"vacuum after pgbench failed: {type(exc).__name__}") from None
+        return time.monotonic() - started
+
     def _run(self, argv: list[str], timeout_s: float) -> str:
         try:
             done = subprocess.run(argv, env=self.env, capture_output=True, text=True,

@@ -277,3 +277,27 @@ def test_settings_on_top_of_the_projects_reach_the_server() -> None:
         shutil.rmtree(root, ignore_errors=True)
     with pytest.raises(ValueError):
         EmbeddedPostgres(root / "pg", {"fsync = off\nwork_mem": "1"})
+
+
+def _stat_targets(dsn: str) -> dict[str, set[int]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, coalesce(a.attstattarget, -1) FROM pg_attribute a"
+            " JOIN pg_class c ON c.oid = a.attrelid"
+            " WHERE c.relname IN ('authorizations', 'journals', 'postings', 'reversals',"
+            " 'cards') AND a.attnum > 0 AND NOT a.attisdropped").fetchall()
+    targets: dict[str, set[int]] = {}
+    for table, target in rows:
+        targets.setdefault(str(table), set()).add(int(target))
+    return targets
+
+
+def test_the_ledger_logs_take_small_statistics_samples_and_downgrade(fresh_dsn: str) -> None:
+    logs = {"authorizations", "journals", "postings", "reversals"}
+    targets = _stat_targets(fresh_dsn)
+    assert all(targets[t] == {10} for t in logs), ("every column (0014)", targets)
+    assert targets["cards"] == {-1}, "updated tables keep the default"
+    command.downgrade(alembic_config(fresh_dsn), "0013")
+    assert set().union(*_stat_targets(fresh_dsn).values()) == {-1}
+    upgrade(fresh_dsn)
+    assert _stat_targets(fresh_dsn)["authorizations"] == {10}
