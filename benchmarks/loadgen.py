@@ -67,6 +67,14 @@ CONNECT_TIMEOUT_S = 10.0
 GO_TIMEOUT_S = 600.0              # how long a ready process waits for the parent
 REQUESTS_PER_CONNECTION_MAX = 50_000_000  # bound on every send loop
 YIELD_EVERY = 64                  # open loop: let responses in while catching up
+# Open loop: the shortest wait between sends. The event loop's timers count whole
+# milliseconds (uvloop, like libuv, rounds a shorter delay to zero), so waiting for an
+# arrival less than 1 ms away returned at once and the scheduler spun until it was
+# due: at 2,000 arrivals/s the load generator burnt 0.43 ms of CPU per request (80% of
+# a core) against 0.09 in the closed loop, on the cores the switch needs. Arrivals
+# that fall due during the wait are sent together when it ends; every latency is
+# still counted from its arrival's intended time, so the wait is in the figures.
+SEND_TICK_S = 0.001
 PROGRESS_EVERY = 32               # requests counted locally before the shared counter
 SWEEP_S = 0.1                     # how often each connection looks for timed-out requests
 RESPONSE_MTI = {"0200": "0210", "0420": "0430", "0800": "0810"}
@@ -482,7 +490,7 @@ async def _open_scheduler(sessions: list[AtmSession], rec: Recorder, spec: LoadS
         intended = t_begin + i * interval
         now = time.monotonic()
         if intended > now:
-            await asyncio.sleep(intended - now)
+            await asyncio.sleep(max(intended - now, SEND_TICK_S))
             continue
         session = live[i % len(live)]
         i += 1

@@ -6,6 +6,8 @@ import random
 import subprocess
 from collections import namedtuple
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -488,3 +490,64 @@ def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
             "`auto_explain.log_min_duration = 300ms`, "
             "`shared_preload_libraries = pg_stat_statements,auto_explain`."
             in report.markdown_summary(results))
+
+
+def test_the_open_loop_waits_whole_ticks_and_sends_what_fell_due(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event loop's timers count whole milliseconds: a shorter wait returns at once,
+    so the scheduler must never ask for one (it spun on a core the switch needed)."""
+    import asyncio
+    import time
+
+    from benchmarks import loadgen
+
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float) -> None:
+        waits.append(delay)
+        await real_sleep(delay)
+
+    monkeypatch.setattr(loadgen.asyncio, "sleep", sleep)
+    sent: list[float] = []
+
+    class Conn:
+        def send(self, msg: object, done: Any, timeout_s: float) -> None:
+            sent.append(time.monotonic())
+            done(None, None, time.monotonic())
+
+    class Chooser:
+        def next(self) -> tuple[object, object, None]:
+            return object(), object(), None
+
+        def done(self, *args: object) -> None:
+            pass
+
+    class Session:
+        conn = Conn()
+        chooser = Chooser()
+
+        def build(self, op: object, state: object, original: object) -> tuple[bytes, None]:
+            return b"", None
+
+    class Rec:
+        def __init__(self, t_end: float) -> None:
+            self.t_end = t_end
+            self.errors: dict[str, int] = {}
+
+        def record(self, *args: object, **kwargs: object) -> str:
+            return "00"
+
+    rate, seconds = 3_000.0, 0.3
+    spec = SimpleNamespace(rate_tps=rate, in_flight_max=100, timeout_s=1.0)
+
+    async def run() -> None:
+        begin = time.monotonic()
+        await loadgen._open_scheduler([Session()], Rec(begin + seconds),  # type: ignore[list-item]
+                                      spec, begin)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    assert len(sent) == int(rate * seconds)
+    assert all(w == 0 or w >= loadgen.SEND_TICK_S for w in waits), min(waits)
+    # Arrivals 0.33 ms apart go out several to a wait, not one wait each.
+    assert sum(1 for w in waits if w > 0) < len(sent) / 2
