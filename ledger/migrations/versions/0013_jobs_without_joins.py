@@ -47,8 +47,10 @@ down_revision: str | None = "0012"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-FOLD = """
-CREATE OR REPLACE FUNCTION ledger_fold_hot(p_limit integer) RETURNS integer
+# Both jobs: pick and change rows without a join, then each touched account by key, in
+# account order; ``r.n`` is how many rows an account's group holds.
+_JOB = """
+CREATE OR REPLACE FUNCTION {name}({args}) RETURNS integer
 LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $fn$
@@ -57,22 +59,13 @@ DECLARE
     r record;
 BEGIN
     FOR r IN
-        WITH moved AS (
-            DELETE FROM hot_pending
-             WHERE ctid = ANY (ARRAY(
-                    SELECT ctid FROM hot_pending ORDER BY journal_id, line
-                     LIMIT p_limit FOR UPDATE SKIP LOCKED))
-            RETURNING account_id, amount
-        )
-        SELECT account_id, sum(greatest(amount, 0)) AS debits,
-               sum(greatest(-amount, 0)) AS credits, count(*)::integer AS n
-          FROM moved GROUP BY account_id ORDER BY account_id
+{groups}
     LOOP
-        UPDATE accounts SET posted_debits = posted_debits + r.debits,
-                            posted_credits = posted_credits + r.credits
+{per_group}
+        UPDATE accounts SET {account_change}
          WHERE id = r.account_id;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'hot postings queued for an account that does not exist'
+            RAISE EXCEPTION '{missing} for an account that does not exist'
                 USING ERRCODE = '23503';
         END IF;
         v_total := v_total + r.n;
@@ -82,38 +75,44 @@ END
 $fn$
 """
 
-EXPIRE = """
-CREATE OR REPLACE FUNCTION ledger_expire_holds(p_now timestamptz, p_limit integer)
-RETURNS integer
-LANGUAGE plpgsql
-SET enable_seqscan = off
-AS $fn$
-DECLARE
-    v_total integer := 0;
-    r record;
-BEGIN
-    FOR r IN
-        SELECT account_id, sum(remaining) AS released, count(*)::integer AS holds,
+
+def _job(**parts: str) -> str:
+    text = _JOB
+    for name, value in parts.items():
+        text = text.replace("{" + name + "}", value)
+    assert "{" not in text.replace("{}", ""), "unfilled part of a job's function"
+    return text
+
+
+FOLD = _job(
+    name="ledger_fold_hot", args="p_limit integer",
+    groups="""        WITH moved AS (
+            DELETE FROM hot_pending
+             WHERE ctid = ANY (ARRAY(
+                    SELECT ctid FROM hot_pending ORDER BY journal_id, line
+                     LIMIT p_limit FOR UPDATE SKIP LOCKED))
+            RETURNING account_id, amount
+        )
+        SELECT account_id, sum(greatest(amount, 0)) AS debits,
+               sum(greatest(-amount, 0)) AS credits, count(*)::integer AS n
+          FROM moved GROUP BY account_id ORDER BY account_id""",
+    per_group="",
+    account_change="""posted_debits = posted_debits + r.debits,
+                            posted_credits = posted_credits + r.credits""",
+    missing="hot postings queued")
+
+EXPIRE = _job(
+    name="ledger_expire_holds", args="p_now timestamptz, p_limit integer",
+    groups="""        SELECT account_id, sum(remaining) AS released, count(*)::integer AS n,
                array_agg(id) AS ids
           FROM (SELECT id, account_id, remaining FROM holds
                  WHERE state = 'open' AND expires_at < p_now
                  ORDER BY expires_at LIMIT p_limit FOR UPDATE SKIP LOCKED) AS picked
-         GROUP BY account_id ORDER BY account_id
-    LOOP
-        UPDATE holds SET state = 'expired', remaining = 0, closed_at = p_now
-         WHERE id = ANY (r.ids);
-        UPDATE accounts SET pending_debits = pending_debits - r.released
-         WHERE id = r.account_id;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'open holds on an account that does not exist'
-                USING ERRCODE = '23503';
-        END IF;
-        v_total := v_total + r.holds;
-    END LOOP;
-    RETURN v_total;
-END
-$fn$
-"""
+         GROUP BY account_id ORDER BY account_id""",
+    per_group="""        UPDATE holds SET state = 'expired', remaining = 0, closed_at = p_now
+         WHERE id = ANY (r.ids);""",
+    account_change="pending_debits = pending_debits - r.released",
+    missing="open holds")
 
 
 def upgrade() -> None:
