@@ -44,6 +44,7 @@ import asyncpg
 from ledger.errors import LedgerError, LedgerUnavailable, RetriesExhausted
 
 Args = tuple[Any, ...]
+TIMER_MIN_S = 0.001
 RunMany = Callable[[Sequence[Args]], Awaitable[list[asyncpg.Record]]]
 RunOne = Callable[[Args], Awaitable[asyncpg.Record]]
 
@@ -96,7 +97,10 @@ class AuthorizeBatcher:
                 if self._stall_timer is not None:
                     self._stall_timer.cancel()
                 self._stall_due = due
-                self._stall_timer = loop.call_later(max(due - now, 0.0), self._stall_check)
+                # At least a millisecond: uvloop's timers count whole ones and fire a
+                # shorter delay at once, so a check just short of due would spin.
+                self._stall_timer = loop.call_later(max(due - now, TIMER_MIN_S),
+                                                    self._stall_check)
 
     def _stall_check(self) -> None:
         self._stall_timer = None
