@@ -75,7 +75,8 @@ async def test_fold_deletes_by_row_address_whatever_the_statistics(
         await conn.execute("DELETE FROM hot_pending WHERE journal_id < 0")
     assert folded == BACKLOG + queued
     assert "Delete on hot_pending" in plans and "Tid Scan on hot_pending" in plans, plans
-    assert "Index Scan using pk_accounts on accounts" in plans, plans
+    assert ("Index Scan using pk_accounts on accounts" in plans
+            or "Bitmap Index Scan on pk_accounts" in plans), plans
     _joins_nothing_and_scans_nothing(plans)
     assert (await ledger.verify()).ok
 
@@ -135,7 +136,10 @@ async def test_hold_expiry_closes_by_key_whatever_the_statistics(
     released, plans = await _plans_of(conn, "SELECT ledger_expire_holds($1, $2)",
                                       clock.now + timedelta(days=8), 2)
     assert released == 2
-    assert "Update on holds" in plans and "Index Scan using pk_holds on holds" in plans, plans
+    assert "Update on holds" in plans, plans
+    # By primary key, read one entry at a time or as a bitmap: either way no table scan.
+    assert ("Index Scan using pk_holds on holds" in plans
+            or "Bitmap Index Scan on pk_holds" in plans), plans
     _joins_nothing_and_scans_nothing(plans)
     # Rolled back above; the job itself releases all three, oldest expiry first.
     assert await ledger.expire_holds(clock.now + timedelta(days=8)) == 3
