@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +109,6 @@ class Pgbench:
         then cleans them up during the switch's next phase, on the same cores.
         Raises PgbenchError.
         """
-        import time
-
         import psycopg
 
         started = time.monotonic()

@@ -44,9 +44,10 @@ import asyncpg
 from ledger.errors import LedgerError, LedgerUnavailable, RetriesExhausted
 
 Args = tuple[Any, ...]
-TIMER_MIN_S = 0.001
 RunMany = Callable[[Sequence[Args]], Awaitable[list[asyncpg.Record]]]
 RunOne = Callable[[Args], Awaitable[asyncpg.Record]]
+
+TIMER_MIN_S = 0.001   # the shortest timer that waits at all (see _start)
 
 
 class AuthorizeBatcher:

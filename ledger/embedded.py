@@ -60,12 +60,12 @@ SUPERUSER = "postgres"
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
 
-# Settings written to the cluster on every start (so retuning applies to an
-# existing data dir). Memory is sized for a small machine; durability is
-# untouched (fsync, synchronous_commit, full_page_writes keep their defaults).
 # Names of server parameters (extensions' ones have a dot: auto_explain.log_min_duration).
 _SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 
+# Settings written to the cluster on every start (so retuning applies to an
+# existing data dir). Memory is sized for a small machine; durability is
+# untouched (fsync, synchronous_commit, full_page_writes keep their defaults).
 _SETTINGS: dict[str, str] = {
     "listen_addresses": "'127.0.0.1'",
     "max_connections": "200",

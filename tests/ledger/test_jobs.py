@@ -64,7 +64,7 @@ async def test_fold_deletes_by_row_address_whatever_the_statistics(
     assert (await ledger.authorize(withdrawal(card, 100))).outcome is Outcome.APPROVED
     queued = await conn.fetchval("SELECT count(*) FROM hot_pending")
     cash = await conn.fetchval("SELECT account_id FROM hot_pending LIMIT 1")
-    # Statistics of a queue with one row, then a backlog they know nothing of.
+    # Statistics of a queue of a few rows, then a backlog they know nothing of.
     await conn.execute("ANALYZE hot_pending")
     await conn.execute(
         "INSERT INTO hot_pending (journal_id, line, account_id, amount) "
