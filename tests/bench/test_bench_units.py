@@ -492,6 +492,16 @@ def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
             in report.markdown_summary(results))
 
 
+def test_the_open_loop_count_is_not_lost_to_clock_rounding() -> None:
+    from benchmarks.loadgen import open_loop_count
+
+    begin = 8228.405492408  # a begin where (begin + 0.3 - begin) * 3000 is 899.99999...
+    assert int((begin + 0.3 - begin) * 3000) == 899
+    assert open_loop_count(begin, begin + 0.3, 3000.0) == 900
+    assert open_loop_count(begin, begin + 0.3003, 3000.0) == 900
+    assert open_loop_count(begin, begin + 0.2999, 3000.0) == 899
+
+
 def test_the_open_loop_waits_whole_ticks_and_sends_what_fell_due(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The event loop's timers count whole milliseconds: a shorter wait returns at once,
