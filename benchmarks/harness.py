@@ -68,6 +68,12 @@ VERIFY_TIMEOUT_S = 1800.0
 STOP_TIMEOUT_S = 60.0
 LOADGEN_READY_TIMEOUT_S = 180.0
 PROGRESS_TICK_S = 0.5
+# WAL files made ready before loading (warm_wal): 1 GB, the embedded server's
+# min_wal_size (a walk past ~67 segments, 2 GB of max_wal_size / 1.9, sets off a
+# checkpoint of its own and then reuses what it recycled); a few for --quick.
+WAL_SEGMENTS = 64
+WAL_SEGMENTS_QUICK = 4
+WAL_SEGMENTS_MAX = 128   # max_wal_size (2 GB)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -145,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a parameter of the embedded PostgreSQL on top of the project's, for "
                         "diagnosis (e.g. shared_preload_libraries=pg_stat_statements); "
                         "repeatable; written into the results")
+    p.add_argument("--wal-segments", type=int,
+                   help="WAL segments of the embedded server walked through and recycled before "
+                        f"loading (default {WAL_SEGMENTS}; quick {WAL_SEGMENTS_QUICK}; 0: none)")
     p.add_argument("--target", metavar="HOST:PORT", help="drive a running switch instead")
     p.add_argument("--metrics", metavar="URL", help="its /metrics URL (with --target)")
     p.add_argument("--switch-pid", type=int, help="its process id, for CPU (with --target)")
@@ -171,6 +180,7 @@ class Settings:
     scale_postings: tuple[int, ...]
     mix: Mix
     pg_settings: tuple[tuple[str, str], ...] = ()
+    wal_segments: int = 0
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
@@ -193,11 +203,15 @@ class Settings:
             scale_postings=scale_postings if a.scale else (),
             mix=Mix.parse(a.mix) if a.mix else Mix(),
             pg_settings=_pg_settings(a.pg_set),
+            wal_segments=(a.wal_segments if a.wal_segments is not None
+                          else (WAL_SEGMENTS_QUICK if a.quick else WAL_SEGMENTS)),
         )
         if settings.cards < 1 or settings.atms < 1 or settings.duration_s < 1:
             raise ValueError("--cards, --atms and --duration must be positive")
         if settings.pg_settings and a.target:
             raise ValueError("--pg-set sets the PostgreSQL the harness starts, not --target's")
+        if not 0 <= settings.wal_segments <= WAL_SEGMENTS_MAX:
+            raise ValueError(f"--wal-segments: 0 to {WAL_SEGMENTS_MAX}")
         if not 1 <= settings.ratio_rounds <= 9:
             raise ValueError("--ratio-rounds: 1 to 9")
         if a.workers < 1 or a.loadgen_procs < 1 or a.timeout <= 0:
@@ -687,13 +701,15 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
     env = cli_env(None)
     pg: EmbeddedPostgres | None = None
     pg_was_running = False
+    prep: dict[str, Any] = {}
     if dsn_env is None:
         pg = EmbeddedPostgres(data_dir / "pg", settings.pg_settings_dict)
         pg_was_running = pg.is_running()
         pg.start()
         print(f"PostgreSQL on 127.0.0.1:{pg.port}", file=sys.stderr)
     try:
-        phases, curves, failure = _load_and_measure(args, settings, data_dir, env, pg, dsn_env)
+        phases, curves, failure = _load_and_measure(args, settings, data_dir, env, pg, dsn_env,
+                                                    prep)
         verify_ok, verify_text = verify(data_dir, env)
     finally:
         if pg is not None and not pg_was_running:
@@ -704,7 +720,7 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
     if failure is not None:
         raise BenchError(failure)
     results = _results(args, settings, phases, started, time.monotonic() - t_start,
-                       verify_ok, verify_text, commit)
+                       verify_ok, verify_text, commit, prep)
     _write(args, results, curves)
     if not verify_ok:
         return EXIT_FAILED
@@ -716,14 +732,24 @@ def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
 
 
 def _load_and_measure(args: argparse.Namespace, settings: Settings, data_dir: Path,
-                      env: dict[str, str], pg: Any, dsn_env: str | None
+                      env: dict[str, str], pg: Any, dsn_env: str | None,
+                      prep: dict[str, Any]
                       ) -> tuple[list[dict[str, Any]], dict[str, Any], str | None]:
     """Provision, start the switch, run every phase, stop the switch.
 
     Returns (phases, latency curves, failure text or None); a failure after the
-    switch started still lets the caller verify the ledger.
+    switch started still lets the caller verify the ledger. What was done to the
+    server before the phases goes into `prep`.
     """
     dataset = Dataset.generate(settings.cards, settings.atms_needed, seed=args.seed)
+    if pg is not None and settings.wal_segments:
+        # Before anything is loaded: the checkpoint that recycles the files then
+        # precedes every page the phases touch, so none of them owes a full-page
+        # image to it (a checkpoint after loading made the phases write one for
+        # every card, account and index page they touched first, hint bits too).
+        prep["wal_warm"] = warm_wal(pg.dsn, settings.wal_segments)
+        print(f"WAL warmed: {prep['wal_warm']['wal_files']} files ready in "
+              f"{prep['wal_warm']['seconds']:.1f}s", file=sys.stderr)
     if not args.no_provision:
         provision(dataset, data_dir, env)
     pgbench = None if args.no_pgbench else _pgbench(pg, settings)
@@ -779,6 +805,35 @@ def _pgbench(pg: Any, settings: Settings) -> Pgbench:
     return bench
 
 
+def warm_wal(dsn: str, segments: int) -> dict[str, Any]:
+    """Have `segments` WAL files ready for reuse before anything is measured.
+
+    A fresh cluster has no spare WAL files: every 16 MB of WAL, the backend whose
+    commit crosses into a new segment creates and zero-fills it while holding the
+    WAL write lock (`WalInitWrite`, 12-30 ms on this project's machines), and every
+    commit waits behind it: about every 5 s at 2,000 authorizations/s. A server that
+    has run for a while reuses the files its checkpoints release (`min_wal_size`,
+    ledger.embedded). This walks the insert position through `segments` new files
+    (a tiny non-transactional WAL message, then a segment switch) and checkpoints,
+    which recycles them as the next ones. Raises BenchError.
+    """
+    import psycopg
+
+    started = time.monotonic()
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            for _ in range(segments):
+                conn.execute("SELECT pg_logical_emit_message(false, 'atm-switch-bench', '')")
+                conn.execute("SELECT pg_switch_wal()")
+            conn.execute("CHECKPOINT")
+            row = conn.execute("SELECT count(*) FROM pg_ls_waldir() "
+                               "WHERE name ~ '^[0-9A-F]{24}$'").fetchone()
+    except psycopg.Error as exc:
+        raise BenchError(f"warming the WAL failed: {type(exc).__name__}") from None
+    return {"segments": segments, "wal_files": int(row[0]) if row else 0,
+            "seconds": round(time.monotonic() - started, 2)}
+
+
 def _measure(ctx: Context, phases: list[dict[str, Any]], pg: Any, dsn_env: str | None) -> None:
     s, a = ctx.settings, ctx.args
     head_clients = report.headline_clients(s.sweep, s.headline_clients)
@@ -830,7 +885,8 @@ def _measure(ctx: Context, phases: list[dict[str, Any]], pg: Any, dsn_env: str |
 
 def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str, Any]],
              started: dt.datetime, elapsed_s: float, verify_ok: bool,
-             verify_text: str, commit: str | None) -> dict[str, Any]:
+             verify_text: str, commit: str | None,
+             prep: dict[str, Any] | None = None) -> dict[str, Any]:
     head = report.headline(phases, settings.headline_clients)
     open_phases = [ph for ph in phases if ph["group"] == "open"]
     out: dict[str, Any] = {
@@ -867,7 +923,8 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
                      "pgbench_scale": settings.pgbench_scale,
                      "pgbench_protocol": args.pgbench_protocol, "timeout_s": args.timeout,
                      "target": bool(args.target),
-                     "pg_settings": settings.pg_settings_dict},
+                     "pg_settings": settings.pg_settings_dict,
+                     "wal_warm": (prep or {}).get("wal_warm")},
         "machine": report.machine_info(),
         "codec": codec_state(),
         "commit": commit,

@@ -112,6 +112,15 @@ def _pg_settings_text(results: dict[str, Any]) -> str:
             + ", ".join(f"`{name} = {value}`" for name, value in sorted(extra.items())) + ".")
 
 
+def _wal_warm_text(results: dict[str, Any]) -> str:
+    warm = (results.get("settings") or {}).get("wal_warm")
+    if not warm:
+        return ""
+    return (f" Before loading, {warm['segments']} WAL segments were walked through and "
+            f"checkpointed ({warm['seconds']:.1f} s), so {warm['wal_files']} WAL files were "
+            "there to reuse.")
+
+
 def markdown_summary(results: dict[str, Any]) -> str:
     """A short human summary: headline, every phase, verification."""
     lines = [
@@ -121,7 +130,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"({results['machine'].get('model_name', 'unknown model')}), "
         f"commit {results.get('commit') or 'unknown'}; mode: {results.get('profile')}; "
         f"ISO 8583 codec: {results.get('codec') or 'unknown'}."
-        + _pg_settings_text(results),
+        + _pg_settings_text(results) + _wal_warm_text(results),
         "",
         f"**Headline (closed loop, {results['clients']} ATMs):** "
         f"{_fmt(results['auth_tps'])} authorizations/s vs pgbench -N {_fmt(results['pgbench_tps'])}"

@@ -74,6 +74,10 @@ _SETTINGS: dict[str, str] = {
     "maintenance_work_mem": "'64MB'",
     "wal_buffers": "'16MB'",
     "max_wal_size": "'2GB'",
+    # WAL files a checkpoint keeps for reuse instead of deleting: a commit that
+    # crosses into a new segment then renames a spare file instead of creating and
+    # zero-filling 16 MB while every other commit waits (BENCHMARKS, item 14).
+    "min_wal_size": "'1GB'",
     "checkpoint_timeout": "'15min'",
     # Room for SERIALIZABLE bookkeeping with ~200 connections; fewer
     # promotions of tuple locks to page locks means fewer false conflicts.

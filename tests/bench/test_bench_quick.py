@@ -62,6 +62,10 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
     assert [(ph["name"], ph["group"]) for ph in closed] == [("closed-8", "sweep"),
                                                             ("closed-8#2", "ratio")]
     assert results["ratio_rounds"] == [ph["ratio"] for ph in closed]
+    # Before the phases the WAL was warmed: the segments walked through are kept for
+    # reuse (min_wal_size), beside the one in use.
+    warm = results["settings"]["wal_warm"]
+    assert warm["segments"] == 4 and warm["wal_files"] >= warm["segments"] + 1, warm
     # After each pgbench run its tables were vacuumed, outside both measured windows.
     assert all(ph["pgbench"]["tidy_s"] >= 0 for ph in closed)
     # Of two rounds the headline is the lower ratio's, and its figures are that round's.

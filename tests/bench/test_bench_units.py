@@ -464,6 +464,27 @@ def test_ratio_rounds_option() -> None:
         settings("--ratio-rounds", "0")
 
 
+def test_wal_segments_option_and_its_line_in_the_summary() -> None:
+    from benchmarks.harness import WAL_SEGMENTS, WAL_SEGMENTS_QUICK, Settings, build_parser
+
+    def settings(*argv: str) -> Settings:
+        return Settings.from_args(build_parser().parse_args(list(argv)))
+
+    assert settings().wal_segments == WAL_SEGMENTS
+    assert settings("--quick").wal_segments == WAL_SEGMENTS_QUICK
+    assert settings("--wal-segments", "0").wal_segments == 0
+    for bad in ("-1", "129"):
+        with pytest.raises(ValueError, match="wal-segments"):
+            settings("--wal-segments", bad)
+    results = {"machine": {"cpus": 2}, "clients": 32, "auth_tps": 1.0, "pgbench_tps": 2.0,
+               "ratio": 0.5, "p50_ms": 1.0, "p99_ms": 3.0, "p999_ms": 4.0, "errors": 0,
+               "phases": [], "verify_ok": True, "settings": {"wal_warm": None}}
+    assert "WAL" not in report.markdown_summary(results).split("**Headline")[0]
+    results["settings"] = {"wal_warm": {"segments": 64, "wal_files": 66, "seconds": 3.71}}
+    assert ("Before loading, 64 WAL segments were walked through and checkpointed "
+            "(3.7 s), so 66 WAL files were there to reuse." in report.markdown_summary(results))
+
+
 def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
     from benchmarks.harness import Settings, build_parser
 
