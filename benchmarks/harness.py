@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paired rounds at the headline concurrency, each the closed loop and "
                         "then pgbench -N; the headline is the round of median ratio "
                         "(default 3; quick 1)")
+    p.add_argument("--open-rounds", type=int,
+                   help="open-loop rounds at the same rate, one after the other; the headline "
+                        "is the round of median p99 (default 3; quick 1)")
     p.add_argument("--duration", type=float, help="measured seconds per phase (default 20; "
                                                   "quick 5)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds first (default 5; quick 3)")
@@ -174,6 +177,7 @@ class Settings:
     sweep: tuple[int, ...]
     headline_clients: int
     ratio_rounds: int
+    open_rounds: int
     duration_s: float
     warmup_s: float
     pgbench_scale: int
@@ -197,6 +201,7 @@ class Settings:
             sweep=sweep,
             headline_clients=a.headline_clients,
             ratio_rounds=a.ratio_rounds if a.ratio_rounds is not None else (1 if a.quick else 3),
+            open_rounds=a.open_rounds if a.open_rounds is not None else (1 if a.quick else 3),
             duration_s=a.duration or (5.0 if a.quick else 20.0),
             warmup_s=a.warmup if a.warmup is not None else (3.0 if a.quick else 5.0),
             pgbench_scale=a.pgbench_scale or (1 if a.quick else 10),
@@ -214,6 +219,8 @@ class Settings:
             raise ValueError(f"--wal-segments: 0 to {WAL_SEGMENTS_MAX}")
         if not 1 <= settings.ratio_rounds <= 9:
             raise ValueError("--ratio-rounds: 1 to 9")
+        if not 1 <= settings.open_rounds <= 9:
+            raise ValueError("--open-rounds: 1 to 9")
         if a.workers < 1 or a.loadgen_procs < 1 or a.timeout <= 0:
             raise ValueError("--workers, --loadgen-procs and --timeout must be positive")
         return settings
@@ -513,6 +520,12 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "throughput_per_s": merged["per_second"][: int(duration) + 1],
         "max_ms_per_s": [round(us / 1000.0, 1)
                          for us in merged["per_second_max_us"][: int(duration) + 1]],
+        # Open loop: how late the load generator sent against the intended times (its
+        # own delay, counted in the latency above, which runs from the intended time).
+        "send_late": None if mode != "open" or merged["late_hist"].get_total_count() == 0
+        else report.latency_summary(merged["late_hist"]),
+        "send_late_max_ms_per_s": None if mode != "open"
+        else [round(us / 1000.0, 1) for us in merged["per_second_late_max_us"][: int(duration)]],
         "signon": merged["signon"], "connections": sum(r["connections"] for r in ready),
         "substituted_ops": merged["substituted"], "card_collisions": merged["card_collisions"],
         # The load generator's own collector pauses (latency the switch did not cause).
@@ -856,10 +869,13 @@ def _measure(ctx: Context, phases: list[dict[str, Any]], pg: Any, dsn_env: str |
     open_clients = min(a.open_connections or s.headline_clients, len(ctx.dataset.atms))
     rate = a.open_rate or round(best * a.open_fraction, 1)
     if not a.no_open and rate > 0:
-        ph = run_phase(ctx, name=f"open-{rate:.0f}tps", group="open", mode="open",
-                       clients=open_clients, rate_tps=rate)
-        _say(ph)
-        phases.append(ph)
+        # Several rounds for the same reason as the ratio's: one 20 s window's p99 moves
+        # with the machine (8 to 64 ms for the same code within half an hour).
+        for n in range(1, s.open_rounds + 1):
+            ph = run_phase(ctx, name=f"open-{rate:.0f}tps" + (f"#{n}" if n > 1 else ""),
+                           group="open", mode="open", clients=open_clients, rate_tps=rate)
+            _say(ph)
+            phases.append(ph)
     for target in s.scale_postings:
         from benchmarks.preload import preload_postings
         from ledger.database import EMBEDDED_DATABASE
@@ -889,6 +905,7 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
              prep: dict[str, Any] | None = None) -> dict[str, Any]:
     head = report.headline(phases, settings.headline_clients)
     open_phases = [ph for ph in phases if ph["group"] == "open"]
+    open_head = report.open_headline(open_phases)
     out: dict[str, Any] = {
         "auth_tps": head["auth_tps"],
         "pgbench_tps": (head.get("pgbench") or {}).get("tps"),
@@ -904,13 +921,15 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
         "cpu_bound_tps_estimate": head.get("cpu_bound_tps_estimate"),
         "other_load_pct": _other_pct(head),
         "stolen_pct": _share_pct(head, "stolen_cpu_s"),
-        "open_loop": None if not open_phases else {
-            "rate_tps": open_phases[0]["rate_tps"], "clients": open_phases[0]["clients"],
-            "auth_tps": open_phases[0]["auth_tps"], **open_phases[0]["latency"]},
+        "open_loop": None if open_head is None else {
+            "rate_tps": open_head["rate_tps"], "clients": open_head["clients"],
+            "auth_tps": open_head["auth_tps"], **open_head["latency"],
+            "phase": open_head["name"],
+            "rounds_p99_ms": [ph["latency"]["p99_ms"] for ph in open_phases]},
         "headline_phase": head["name"],
         "ratio_rounds": [ph.get("ratio") for ph in report.ratio_round_phases(
             phases, settings.headline_clients)],
-        "targets": _targets(head, open_phases),
+        "targets": _targets(head, open_head),
         "phases": phases,
         "verify_ok": verify_ok,
         "verify_output": verify_text,
@@ -918,6 +937,7 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
         "settings": {"cards": settings.cards, "atms": settings.atms_needed,
                      "sweep": list(settings.sweep), "duration_s": settings.duration_s,
                      "ratio_rounds": settings.ratio_rounds,
+                     "open_rounds": settings.open_rounds,
                      "warmup_s": settings.warmup_s, "mix": settings.mix.as_dict(),
                      "switch_workers": args.workers, "loadgen_procs": args.loadgen_procs,
                      "pgbench_scale": settings.pgbench_scale,
@@ -958,9 +978,9 @@ def _errors_by_phase(phases: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "no phase counted them"
 
 
-def _targets(head: dict[str, Any], open_phases: list[dict[str, Any]]) -> dict[str, Any]:
+def _targets(head: dict[str, Any], open_head: dict[str, Any] | None) -> dict[str, Any]:
     ratio = head.get("ratio")
-    open_p99 = open_phases[0]["latency"]["p99_ms"] if open_phases else None
+    open_p99 = open_head["latency"]["p99_ms"] if open_head is not None else None
     return {
         "ratio_ge_1": None if ratio is None else ratio >= 1.0,
         "ratio_ge_0_5": None if ratio is None else ratio >= 0.5,

@@ -379,6 +379,10 @@ class Recorder:
     completed: int = 0                                           # inside the window
     per_second: Counter[int] = field(default_factory=Counter)
     per_second_max_us: dict[int, int] = field(default_factory=dict)
+    # Open loop: how late each request left against its intended time (the load
+    # generator's own delay, inside the latency it reports), by intended second.
+    late: HdrHistogram = field(default_factory=lambda: new_histogram())
+    per_second_late_max_us: dict[int, int] = field(default_factory=dict)
     progress: Any = None                                         # shared counter or None
     unreported: int = 0                                          # not yet added to progress
 
@@ -412,6 +416,16 @@ class Recorder:
         self.codes[op.value][code or error or "?"] += 1
         return code
 
+    def record_late(self, intended: float, sent: float) -> None:
+        """Count how late a request of the open loop left (inside the window only)."""
+        if not self.t_measure <= intended < self.t_end:
+            return
+        late_us = max(1, int((sent - intended) * 1e6))
+        self.late.record_value(min(late_us, LATENCY_US_MAX))
+        second = int(intended - self.t_measure)
+        if late_us > self.per_second_late_max_us.get(second, 0):
+            self.per_second_late_max_us[second] = late_us
+
     def report_progress(self) -> None:
         # The shared counter (one per process, written only here) is shared memory
         # behind ctypes: add in steps, not per request.
@@ -435,6 +449,10 @@ class Recorder:
                            for i in range(max(self.per_second, default=-1) + 1)],
             "per_second_max_us": [self.per_second_max_us.get(i, 0)
                                   for i in range(max(self.per_second, default=-1) + 1)],
+            "late_hist": encode_histogram(self.late),
+            "per_second_late_max_us": [
+                self.per_second_late_max_us.get(i, 0)
+                for i in range(max(self.per_second_late_max_us, default=-1) + 1)],
         }
 
 
@@ -506,6 +524,7 @@ async def _open_scheduler(sessions: list[AtmSession], rec: Recorder, spec: LoadS
         if outstanding >= spec.in_flight_max:
             rec.errors["overload"] += 1
             continue
+        rec.record_late(intended, now)
         op, state, original = session.chooser.next()
         msg, withdrawn = session.build(op, state, original)
         outstanding += 1
@@ -679,6 +698,8 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     unexpected: Counter[str] = Counter()
     per_second: list[int] = []
     per_second_max_us: list[int] = []
+    late = new_histogram()
+    late_max_us: list[int] = []
     merged: dict[str, Any] = {"completed": 0, "loadgen_cpu_s": 0.0, "substituted": 0,
                               "card_collisions": 0}
     signon: Counter[str] = Counter()
@@ -701,13 +722,20 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
                 per_second_max_us.append(0)
             per_second[i] += n
             per_second_max_us[i] = max(per_second_max_us[i], r["per_second_max_us"][i])
+        if "late_hist" in r:
+            late.add(decode_histogram(r["late_hist"]))
+            for i, us in enumerate(r["per_second_late_max_us"]):
+                if i >= len(late_max_us):
+                    late_max_us.append(0)
+                late_max_us[i] = max(late_max_us[i], us)
         for key in ("completed", "loadgen_cpu_s", "substituted", "card_collisions"):
             merged[key] += r.get(key, 0)
         merged["loadgen_max_rss_mb"] = max(merged.get("loadgen_max_rss_mb", 0.0),
                                            r.get("loadgen_max_rss_mb", 0.0))
     merged.update(hist=hist, op_hists=op_hists, codes={k: dict(v) for k, v in codes.items()},
                   errors=dict(errors), unexpected=dict(unexpected), per_second=per_second,
-                  per_second_max_us=per_second_max_us,
+                  per_second_max_us=per_second_max_us, late_hist=late,
+                  per_second_late_max_us=late_max_us,
                   signon=dict(signon), loadgen_gc=gc_pauses)
     return merged
 

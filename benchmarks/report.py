@@ -139,6 +139,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"errors {results['errors']}.",
         "",
         *_rounds_lines(results),
+        *_open_rounds_lines(results),
         "CPU per authorization at that point: switch "
         f"{_fmt(results.get('switch_cpu_ms_per_auth'), 3)} ms, PostgreSQL "
         f"{_fmt(results.get('postgres_cpu_ms_per_auth'), 3)} ms, load generator "
@@ -206,6 +207,12 @@ def markdown_summary(results: dict[str, Any]) -> str:
                       "did not cause):", ""]
         lines += [f"- {name}: {p['collections']} collections, longest {p['pause_max_ms']:.1f} ms"
                   for name, p in pauses if p]
+    late = [(ph["name"], ph.get("send_late")) for ph in results["phases"] if ph.get("send_late")]
+    if late:
+        lines += ["", "How late the load generator sent in the open loop, against the intended "
+                      "times (its own delay, inside the latency above):", ""]
+        lines += [f"- {name}: p50 {x['p50_ms']:.2f} ms, p99 {x['p99_ms']:.2f} ms, "
+                  f"max {x['max_ms']:.1f} ms" for name, x in late]
     verdict = "clean" if results["verify_ok"] else "FAILED"
     lines += ["", f"Ledger verify after the run: **{verdict}**."]
     return "\n".join(lines) + "\n"
@@ -219,6 +226,21 @@ def _rounds_lines(results: dict[str, Any]) -> list[str]:
             "closed loop, then pgbench -N at the same client count, one after the other): "
             + ", ".join(f"{r:.2f}" for r in ratios)
             + f"; the headline is the median round ({results.get('headline_phase')}).", ""]
+
+
+def _open_rounds_lines(results: dict[str, Any]) -> list[str]:
+    head = results.get("open_loop")
+    if not head:
+        return []
+    rounds = head.get("rounds_p99_ms") or []
+    text = (f"**Open loop at {_fmt(head.get('rate_tps'), 0)}/s over {head.get('clients')} ATM "
+            f"connections:** p99 {_fmt(head.get('p99_ms'), 2)} ms (target 25), p99.9 "
+            f"{_fmt(head.get('p999_ms'), 2)} ms")
+    if len(rounds) > 1:
+        text += (f"; p99 in {len(rounds)} rounds one after the other: "
+                 + ", ".join(f"{r:.1f}" for r in rounds)
+                 + f" ms, the headline is the median round ({head.get('phase')})")
+    return [text + ".", ""]
 
 
 def stage_line(phase: dict[str, Any]) -> str:
@@ -376,6 +398,15 @@ def ratio_round_phases(phases: Sequence[dict[str, Any]], clients: int) -> list[d
     at = headline_clients([ph["clients"] for ph in sweep], clients)
     return [ph for ph in phases if ph["mode"] == "closed" and ph["clients"] == at
             and ph["group"] in ("sweep", "ratio")]
+
+
+def open_headline(open_phases: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Of the open loop's rounds (same rate, one after the other), the one whose p99
+    is the median: the higher one of an even count. None without an open loop."""
+    if not open_phases:
+        return None
+    ranked = sorted(open_phases, key=lambda ph: ph["latency"]["p99_ms"])
+    return ranked[len(ranked) // 2]
 
 
 def headline(phases: Sequence[dict[str, Any]], clients: int) -> dict[str, Any]:

@@ -541,6 +541,7 @@ def test_the_open_loop_waits_whole_ticks_and_sends_what_fell_due(
 
     monkeypatch.setattr(loadgen.asyncio, "sleep", sleep)
     sent: list[float] = []
+    lates: list[float] = []
 
     class Conn:
         def send(self, msg: object, done: Any, timeout_s: float) -> None:
@@ -569,6 +570,9 @@ def test_the_open_loop_waits_whole_ticks_and_sends_what_fell_due(
         def record(self, *args: object, **kwargs: object) -> str:
             return "00"
 
+        def record_late(self, intended: float, sent: float) -> None:
+            lates.append(sent - intended)
+
     rate, seconds = 3_000.0, 0.3
     spec = SimpleNamespace(rate_tps=rate, in_flight_max=100, timeout_s=1.0)
 
@@ -579,6 +583,62 @@ def test_the_open_loop_waits_whole_ticks_and_sends_what_fell_due(
 
     asyncio.run(run())
     assert len(sent) == int(rate * seconds)
+    # Each send's delay against its intended time is recorded, never early.
+    assert len(lates) == len(sent) and min(lates) >= 0
     assert all(w == 0 or w >= loadgen.SEND_TICK_S for w in waits), min(waits)
     # Arrivals 0.33 ms apart go out several to a wait, not one wait each.
     assert sum(1 for w in waits if w > 0) < len(sent) / 2
+
+
+def test_open_rounds_headline_is_the_median_p99_and_the_summary_lists_every_round() -> None:
+    from benchmarks.harness import Settings, build_parser
+
+    def settings(*argv: str) -> Settings:
+        return Settings.from_args(build_parser().parse_args(list(argv)))
+
+    assert settings().open_rounds == 3
+    assert settings("--quick").open_rounds == 1
+    for bad in ("0", "10"):
+        with pytest.raises(ValueError, match="open-rounds"):
+            settings("--open-rounds", bad)
+
+    def phase(name: str, p99: float) -> dict[str, Any]:
+        return {"name": name, "latency": {"p99_ms": p99}}
+
+    assert report.open_headline([]) is None
+    rounds = [phase("open-2000tps", 41.0), phase("open-2000tps#2", 9.5),
+              phase("open-2000tps#3", 20.0)]
+    assert report.open_headline(rounds)["name"] == "open-2000tps#3"
+    # Of an even count, the higher of the middle two: the target is an upper bound.
+    assert report.open_headline(rounds[:2])["name"] == "open-2000tps"
+    assert report.open_headline(rounds[1:2])["name"] == "open-2000tps#2"
+    results = {"machine": {"cpus": 2}, "clients": 32, "auth_tps": 1.0, "pgbench_tps": 2.0,
+               "ratio": 0.5, "p50_ms": 1.0, "p99_ms": 3.0, "p999_ms": 4.0, "errors": 0,
+               "phases": [], "verify_ok": True,
+               "open_loop": {"rate_tps": 2000.0, "clients": 32, "p99_ms": 20.0,
+                             "p999_ms": 31.5, "phase": "open-2000tps#3",
+                             "rounds_p99_ms": [41.0, 9.5, 20.0]}}
+    text = report.markdown_summary(results)
+    assert ("**Open loop at 2,000/s over 32 ATM connections:** p99 20.00 ms (target 25), "
+            "p99.9 31.50 ms; p99 in 3 rounds one after the other: 41.0, 9.5, 20.0 ms, the "
+            "headline is the median round (open-2000tps#3).") in text
+    results["open_loop"]["rounds_p99_ms"] = [20.0]
+    assert "rounds one after the other" not in report.markdown_summary(results)
+
+
+def test_send_lateness_is_counted_in_the_window_by_intended_second_and_merged() -> None:
+    def recorder(*lates: tuple[float, float]) -> dict[str, Any]:
+        rec = Recorder(t_measure=10.0, t_end=20.0)
+        for intended, sent in lates:
+            rec.record_late(intended, sent)
+        return rec.result()
+
+    # Times in 1/1024 s, exact in binary: 0.0048828125 s late is 4,882 µs.
+    one = recorder((9.5, 9.75), (10.25, 10.25 + 5 / 1024), (11.5, 11.5 + 1 / 1024),
+                   (20.0, 20.5))
+    assert decode_histogram(one["late_hist"]).get_total_count() == 2   # outside: not counted
+    assert one["per_second_late_max_us"] == [4882, 976]
+    other = recorder((10.75, 10.75 + 2 / 1024), (12.125, 12.125 + 30 / 1024))
+    merged = merge_results([one, other])
+    assert merged["late_hist"].get_total_count() == 4
+    assert merged["per_second_late_max_us"] == [4882, 976, 29296]
