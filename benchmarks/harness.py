@@ -6,13 +6,16 @@ pgbench -N on the same database server.
 What one run does (see BENCHMARKS.md for the figures and how to read them):
 
 1. Starts an embedded PostgreSQL in the data directory (a temporary one by
-   default) unless `--target` points at a running switch.
+   default) unless `--target` points at a running switch, and walks it through
+   64 WAL segments and a checkpoint so the phases reuse WAL files (`--wal-segments`).
 2. Provisions N cards and M ATMs through `atm-switch provision FILE`.
 3. Starts `atm-switch serve` as a separate process (`--workers` processes
    sharing the port when asked).
 4. Closed loop at each concurrency of the sweep (1, 8, 32, 128; `--quick`: 8),
-   each followed by `pgbench -N` at the same client count on the same server.
-5. Open loop at a fixed arrival rate (default half the best closed-loop rate).
+   each followed by `pgbench -N` at the same client count on the same server;
+   at 32 ATMs three such pairs, the median ratio the headline (`--ratio-rounds`).
+5. Open loop at a fixed arrival rate (default half the best closed-loop rate),
+   three rounds, the median p99 the headline (`--open-rounds`).
 6. `--scale`: pre-loads the ledger to 1 million and then 10 million postings
    and measures again, to show whether latency stays flat as history grows.
 7. Stops the switch and runs `atm-switch ledger verify`: a dirty ledger fails
