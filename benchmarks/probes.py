@@ -31,6 +31,7 @@ STAGE_HISTOGRAM = "atm_switch_authorization_duration_seconds"
 BATCH_HISTOGRAM = "atm_switch_ledger_batch_operations"
 GC_HISTOGRAM = "atm_switch_gc_pause_seconds"
 SET_WISE_COUNTER = "atm_switch_ledger_set_wise_operations_total"
+CACHE_MISSES = "atm_switch_cache_misses_total"
 _HISTOGRAMS = (STAGE_HISTOGRAM, BATCH_HISTOGRAM, GC_HISTOGRAM)
 
 
@@ -47,6 +48,9 @@ def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, floa
         for sample in family.samples:
             if sample.name in wanted:
                 totals[sample.name] += sample.value
+            elif sample.name == CACHE_MISSES:
+                key = f"{CACHE_MISSES}:{sample.labels.get('cache', '')}"
+                totals[key] = totals.get(key, 0.0) + sample.value
             elif family.name in _HISTOGRAMS and (
                     sample.name.endswith("_sum") or sample.name.endswith("_count")):
                 label = sample.labels.get("stage") or sample.labels.get("generation")
@@ -62,7 +66,8 @@ def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, floa
 def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
     """From a counter delta: mean milliseconds per pipeline stage (`stage_ms`), mean
     operations per group-commit batch (`batch_operations`), the share of those
-    operations decided set-wise (`set_wise_share`), the switch's full
+    operations decided set-wise (`set_wise_share`), the share of card lookups its
+    cache could not answer (`card_miss_share`), the switch's full
     (generation 2) garbage collections with their mean pause (`gc_full`,
     `gc_full_pause_ms`) and its young ones (generations 0 and 1) with their total
     pause (`gc_young`, `gc_young_pause_ms_total`) over the window."""
@@ -83,6 +88,10 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
                 means["batch_operations"] = round(total / count, 2)
             if total > 0 and SET_WISE_COUNTER in delta:
                 means["set_wise_share"] = round(delta[SET_WISE_COUNTER] / total, 3)
+        elif name == CACHE_MISSES and stage == "card":
+            lookups = delta.get(f"{STAGE_HISTOGRAM}_count:card", 0.0)
+            if lookups > 0:
+                means["card_miss_share"] = round(total / lookups, 4)
         elif name == f"{GC_HISTOGRAM}_sum" and stage == "2":
             count = delta.get(f"{GC_HISTOGRAM}_count:2", 0.0)
             means["gc_full"] = count

@@ -252,6 +252,8 @@ def stage_line(phase: dict[str, Any]) -> str:
     parts = [f"{key.partition(':')[2]} {value:.3g}" for key, value in means.items()
              if key.startswith("stage_ms:")]
     text = " · ".join(parts) + " ms" if parts else ""
+    if "card_miss_share" in means:
+        text += f"; {means['card_miss_share']:.1%} of card lookups read from the database"
     if "total_p99_le_ms" in means:
         text += f"; p99 of total <= {means['total_p99_le_ms']:g} ms"
     if "batch_operations" in means:

@@ -171,6 +171,10 @@ class Metrics:
             "atm_switch_load_shed_total",
             "Requests answered 91 without processing because a bound was reached.",
             ["reason"], registry=r)
+        self.cache_misses = Counter(
+            "atm_switch_cache_misses_total",
+            "Lookups the switch's caches could not answer, each a database read on the "
+            "request path (cache: card or terminal).", ["cache"], registry=r)
         self.replays = Counter(
             "atm_switch_replays_total",
             "Repeats answered with the stored response of the original.", registry=r)

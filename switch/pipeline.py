@@ -206,6 +206,8 @@ class Pipeline:
             settings.card_cache_ttl_s, settings.cache_entries_max, spread=CACHE_TTL_SPREAD)
         self._keys: TtlCache[str, WrappedKey] = TtlCache(3600.0, 100_000)
         # Label children resolved once: labels() costs a locked dict lookup per call.
+        self._card_misses = metrics.cache_misses.labels(cache="card")
+        self._terminal_misses = metrics.cache_misses.labels(cache="terminal")
         self._stage_histograms = {stage: metrics.latency.labels(stage=stage)
                                   for stage in STAGES}
         # Wrong PINs per terminal in a sliding window: a brute-force attempt across
@@ -272,6 +274,7 @@ class Pipeline:
     async def _terminal(self, terminal_id: str) -> TerminalRecord | None:
         record = self._terminals.get(terminal_id)
         if record is None:
+            self._terminal_misses.inc()
             record = await self._ledger.terminal(terminal_id)
             if record is not None:
                 self._terminals.put(terminal_id, record)
@@ -285,6 +288,7 @@ class Pipeline:
         cached = self._cards.get(pan)
         if cached is not None:
             return CardRecord.unpacked(cached)
+        self._card_misses.inc()
         record = await self._ledger.card_by_pan(pan)
         if record is not None and record.status == "active":
             self._cards.put(pan, record.packed())

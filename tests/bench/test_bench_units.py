@@ -642,3 +642,24 @@ def test_send_lateness_is_counted_in_the_window_by_intended_second_and_merged() 
     merged = merge_results([one, other])
     assert merged["late_hist"].get_total_count() == 4
     assert merged["per_second_late_max_us"] == [4882, 976, 29296]
+
+
+def test_card_miss_share_from_the_cache_counter_and_the_card_stage() -> None:
+    def page(misses: float, terminal_misses: float, lookups: int) -> str:
+        return ("# HELP atm_switch_cache_misses_total Misses.\n"
+                "# TYPE atm_switch_cache_misses_total counter\n"
+                f'atm_switch_cache_misses_total{{cache="card"}} {misses}\n'
+                f'atm_switch_cache_misses_total{{cache="terminal"}} {terminal_misses}\n'
+                "# HELP atm_switch_authorization_duration_seconds Stages.\n"
+                "# TYPE atm_switch_authorization_duration_seconds histogram\n"
+                f'atm_switch_authorization_duration_seconds_count{{stage="card"}} {lookups}\n'
+                f'atm_switch_authorization_duration_seconds_sum{{stage="card"}} {lookups / 1e4}\n')
+
+    # 400 lookups in the window, 30 of them card misses (terminal misses apart).
+    means = histogram_means(counter_delta(parse_counters(page(10, 2, 100)),
+                                          parse_counters(page(40, 9, 500))))
+    assert means is not None and means["card_miss_share"] == 0.075
+    assert "7.5% of card lookups read from the database" in report.stage_line(
+        {"switch_means": means})
+    assert "card_miss_share" not in (histogram_means(counter_delta(
+        parse_counters(page(10, 2, 100)), parse_counters(page(10, 2, 100)))) or {})

@@ -63,6 +63,7 @@ CARDS = [
     card(26),
     card(27),
     card(28),
+    card(29),
 ]
 
 

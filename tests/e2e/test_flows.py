@@ -38,6 +38,23 @@ async def connect(proc: SwitchProcess, terminal_id: str, port: int | None = None
     return client
 
 
+# -- caches ------------------------------------------------------------------
+
+
+async def test_a_card_is_read_from_the_database_once_then_from_the_cache(
+        atm: AtmClient, switch_proc: SwitchProcess) -> None:
+    """Operators see each database read the card cache could not spare them."""
+    def misses() -> float:
+        return switch_proc.metric("atm_switch_cache_misses_total", cache="card")
+
+    before = await asyncio.to_thread(misses)
+    assert (await atm.send(atm.balance_inquiry(card(29), "1234"))).code == "00"
+    first = await asyncio.to_thread(misses)
+    assert (await atm.send(atm.balance_inquiry(card(29), "1234"))).code == "00"
+    second = await asyncio.to_thread(misses)
+    assert (first - before, second - first) == (1.0, 0.0)
+
+
 # -- 0800 --------------------------------------------------------------------
 
 
