@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable; written into the results")
     p.add_argument("--wal-segments", type=int,
                    help="WAL segments of the embedded server walked through and recycled before "
-                        f"loading (default {WAL_SEGMENTS}; quick {WAL_SEGMENTS_QUICK}; 0: none)")
+                        f"loading (default {WAL_SEGMENTS}; quick {WAL_SEGMENTS_QUICK}; 0: none; "
+                        "none with --no-provision)")
     p.add_argument("--target", metavar="HOST:PORT", help="drive a running switch instead")
     p.add_argument("--metrics", metavar="URL", help="its /metrics URL (with --target)")
     p.add_argument("--switch-pid", type=int, help="its process id, for CPU (with --target)")
@@ -758,11 +759,13 @@ def _load_and_measure(args: argparse.Namespace, settings: Settings, data_dir: Pa
     server before the phases goes into `prep`.
     """
     dataset = Dataset.generate(settings.cards, settings.atms_needed, seed=args.seed)
-    if pg is not None and settings.wal_segments:
+    if pg is not None and settings.wal_segments and not args.no_provision:
         # Before anything is loaded: the checkpoint that recycles the files then
         # precedes every page the phases touch, so none of them owes a full-page
         # image to it (a checkpoint after loading made the phases write one for
         # every card, account and index page they touched first, hint bits too).
+        # With --no-provision the data is there already (and so are the files the
+        # run that loaded it recycled): no warm-up.
         prep["wal_warm"] = warm_wal(pg.dsn, settings.wal_segments)
         print(f"WAL warmed: {prep['wal_warm']['wal_files']} files ready in "
               f"{prep['wal_warm']['seconds']:.1f}s", file=sys.stderr)
