@@ -105,6 +105,13 @@ class BenchError(RuntimeError):
 # -- options -----------------------------------------------------------------------
 
 
+def bench_switch_config(settings: Settings) -> str:
+    """BENCH_SWITCH_CONFIG, with the card cache's lifetime when the run sets it."""
+    if settings.card_cache_ttl_s is None:
+        return BENCH_SWITCH_CONFIG
+    return BENCH_SWITCH_CONFIG + f"\n[server]\ncard_cache_ttl_s = {settings.card_cache_ttl_s!r}\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atm-switch bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per answer")
     p.add_argument("--workers", type=int, default=1,
                    help="switch processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--card-cache-ttl", type=float, metavar="SECONDS",
+                   help="the switch's card cache lifetime (default: the switch's, 60 s); "
+                        "0.001 reads every card from the database, as on a real network "
+                        "where a card is used a few times a day")
     p.add_argument("--switch-config", type=Path,
                    help="TOML config for the switch (default: one written by the harness that "
                         "lifts the per-terminal wrong-PIN limit; see BENCH_SWITCH_CONFIG)")
@@ -189,6 +200,7 @@ class Settings:
     mix: Mix
     pg_settings: tuple[tuple[str, str], ...] = ()
     wal_segments: int = 0
+    card_cache_ttl_s: float | None = None
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
@@ -214,11 +226,16 @@ class Settings:
             pg_settings=_pg_settings(a.pg_set),
             wal_segments=(a.wal_segments if a.wal_segments is not None
                           else (WAL_SEGMENTS_QUICK if a.quick else WAL_SEGMENTS)),
+            card_cache_ttl_s=a.card_cache_ttl,
         )
         if settings.cards < 1 or settings.atms < 1 or settings.duration_s < 1:
             raise ValueError("--cards, --atms and --duration must be positive")
         if settings.pg_settings and a.target:
             raise ValueError("--pg-set sets the PostgreSQL the harness starts, not --target's")
+        if settings.card_cache_ttl_s is not None and (
+                a.switch_config is not None or a.target or not settings.card_cache_ttl_s > 0):
+            raise ValueError("--card-cache-ttl: seconds above 0, for the switch the harness "
+                             "starts with its own config (not with --switch-config or --target)")
         if not 0 <= settings.wal_segments <= WAL_SEGMENTS_MAX:
             raise ValueError(f"--wal-segments: 0 to {WAL_SEGMENTS_MAX}")
         if not 1 <= settings.ratio_rounds <= 9:
@@ -786,7 +803,7 @@ def _load_and_measure(args: argparse.Namespace, settings: Settings, data_dir: Pa
             config = args.switch_config
             if config is None:
                 config = data_dir / "bench-switch.toml"
-                config.write_text(BENCH_SWITCH_CONFIG, encoding="utf-8")
+                config.write_text(bench_switch_config(settings), encoding="utf-8")
             switch = SwitchProcess(data_dir, args.workers, env, config)
             switch.start()
             assert switch.proc is not None
@@ -950,7 +967,8 @@ def _results(args: argparse.Namespace, settings: Settings, phases: list[dict[str
                      "pgbench_protocol": args.pgbench_protocol, "timeout_s": args.timeout,
                      "target": bool(args.target),
                      "pg_settings": settings.pg_settings_dict,
-                     "wal_warm": (prep or {}).get("wal_warm")},
+                     "wal_warm": (prep or {}).get("wal_warm"),
+                     "card_cache_ttl_s": settings.card_cache_ttl_s},
         "machine": report.machine_info(),
         "codec": codec_state(),
         "commit": commit,

@@ -112,6 +112,13 @@ def _pg_settings_text(results: dict[str, Any]) -> str:
             + ", ".join(f"`{name} = {value}`" for name, value in sorted(extra.items())) + ".")
 
 
+def _card_cache_text(results: dict[str, Any]) -> str:
+    ttl = (results.get("settings") or {}).get("card_cache_ttl_s")
+    if ttl is None:
+        return ""
+    return f" The switch's card cache kept a card for {ttl:g} s (`--card-cache-ttl`)."
+
+
 def _wal_warm_text(results: dict[str, Any]) -> str:
     warm = (results.get("settings") or {}).get("wal_warm")
     if not warm:
@@ -130,7 +137,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"({results['machine'].get('model_name', 'unknown model')}), "
         f"commit {results.get('commit') or 'unknown'}; mode: {results.get('profile')}; "
         f"ISO 8583 codec: {results.get('codec') or 'unknown'}."
-        + _pg_settings_text(results) + _wal_warm_text(results),
+        + _pg_settings_text(results) + _wal_warm_text(results) + _card_cache_text(results),
         "",
         f"**Headline (closed loop, {results['clients']} ATMs):** "
         f"{_fmt(results['auth_tps'])} authorizations/s vs pgbench -N {_fmt(results['pgbench_tps'])}"

@@ -288,8 +288,12 @@ class Pipeline:
         cached = self._cards.get(pan)
         if cached is not None:
             return CardRecord.unpacked(cached)
-        self._card_misses.inc()
-        record = await self._ledger.card_by_pan(pan)
+        try:
+            record = await self._ledger.card_by_pan(pan)
+        finally:
+            # Counted as the read ends, as the card stage's time is observed: a scrape
+            # then never sees more misses than lookups.
+            self._card_misses.inc()
         if record is not None and record.status == "active":
             self._cards.put(pan, record.packed())
         return record

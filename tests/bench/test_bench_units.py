@@ -663,3 +663,30 @@ def test_card_miss_share_from_the_cache_counter_and_the_card_stage() -> None:
         {"switch_means": means})
     assert "card_miss_share" not in (histogram_means(counter_delta(
         parse_counters(page(10, 2, 100)), parse_counters(page(10, 2, 100)))) or {})
+
+
+def test_card_cache_ttl_option_reaches_the_switch_config_and_the_summary(
+        tmp_path: Path) -> None:
+    from benchmarks.harness import BENCH_SWITCH_CONFIG, Settings, bench_switch_config, build_parser
+    from switch.config import load_config
+
+    def settings(*argv: str) -> Settings:
+        return Settings.from_args(build_parser().parse_args(list(argv)))
+
+    assert bench_switch_config(settings()) == BENCH_SWITCH_CONFIG
+    path = tmp_path / "bench-switch.toml"
+    path.write_text(bench_switch_config(settings("--card-cache-ttl", "0.001")), encoding="utf-8")
+    config = load_config(path)
+    assert config.card_cache_ttl_s == 0.001
+    assert config.terminal_wrong_pins_max == 100_000_000   # the rest of the bench config
+    for bad in (("--card-cache-ttl", "0"), ("--card-cache-ttl", "5", "--target", "127.0.0.1:1"),
+                ("--card-cache-ttl", "5", "--switch-config", str(path))):
+        with pytest.raises(ValueError, match="card-cache-ttl"):
+            settings(*bad)
+    results = {"machine": {"cpus": 2}, "clients": 32, "auth_tps": 1.0, "pgbench_tps": 2.0,
+               "ratio": 0.5, "p50_ms": 1.0, "p99_ms": 3.0, "p999_ms": 4.0, "errors": 0,
+               "phases": [], "verify_ok": True, "settings": {"card_cache_ttl_s": 0.001}}
+    assert ("The switch's card cache kept a card for 0.001 s (`--card-cache-ttl`)."
+            in report.markdown_summary(results))
+    results["settings"] = {"card_cache_ttl_s": None}
+    assert "card cache kept" not in report.markdown_summary(results)
