@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import operator
 import os
 import random
 import resource
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -381,7 +382,7 @@ class Recorder:
     per_second_max_us: dict[int, int] = field(default_factory=dict)
     # Open loop: how late each request left against its intended time (the load
     # generator's own delay, inside the latency it reports), by intended second.
-    late: HdrHistogram = field(default_factory=lambda: new_histogram())
+    late: HdrHistogram = field(default_factory=new_histogram)
     per_second_late_max_us: dict[int, int] = field(default_factory=dict)
     progress: Any = None                                         # shared counter or None
     unreported: int = 0                                          # not yet added to progress
@@ -445,15 +446,27 @@ class Recorder:
             "errors": dict(self.errors),
             "unexpected": dict(self.unexpected),
             "completed": self.completed,
-            "per_second": [self.per_second.get(i, 0)
-                           for i in range(max(self.per_second, default=-1) + 1)],
-            "per_second_max_us": [self.per_second_max_us.get(i, 0)
-                                  for i in range(max(self.per_second, default=-1) + 1)],
+            "per_second": _by_second(self.per_second, self.per_second),
+            "per_second_max_us": _by_second(self.per_second_max_us, self.per_second),
             "late_hist": encode_histogram(self.late),
-            "per_second_late_max_us": [
-                self.per_second_late_max_us.get(i, 0)
-                for i in range(max(self.per_second_late_max_us, default=-1) + 1)],
+            "per_second_late_max_us": _by_second(self.per_second_late_max_us,
+                                                 self.per_second_late_max_us),
         }
+
+
+def _by_second(values: Mapping[int, int], seconds: Mapping[int, int]) -> list[int]:
+    """`values` as a list indexed by second, 0 where a second has none, as long as
+    the last second `seconds` holds."""
+    return [values.get(i, 0) for i in range(max(seconds, default=-1) + 1)]
+
+
+def _merge_by_second(into: list[int], values: list[int],
+                     combine: Callable[[int, int], int]) -> None:
+    """Fold one process's per-second series into `into`, growing it as needed."""
+    for i, value in enumerate(values):
+        if i >= len(into):
+            into.append(0)
+        into[i] = combine(into[i], value)
 
 
 # -- loops -----------------------------------------------------------------------
@@ -716,18 +729,10 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
         errors.update(r["errors"])
         unexpected.update(r["unexpected"])
         signon.update(r.get("signon", {}))
-        for i, n in enumerate(r["per_second"]):
-            if i >= len(per_second):
-                per_second.append(0)
-                per_second_max_us.append(0)
-            per_second[i] += n
-            per_second_max_us[i] = max(per_second_max_us[i], r["per_second_max_us"][i])
-        if "late_hist" in r:
-            late.add(decode_histogram(r["late_hist"]))
-            for i, us in enumerate(r["per_second_late_max_us"]):
-                if i >= len(late_max_us):
-                    late_max_us.append(0)
-                late_max_us[i] = max(late_max_us[i], us)
+        _merge_by_second(per_second, r["per_second"], operator.add)
+        _merge_by_second(per_second_max_us, r["per_second_max_us"], max)
+        late.add(decode_histogram(r["late_hist"]))
+        _merge_by_second(late_max_us, r["per_second_late_max_us"], max)
         for key in ("completed", "loadgen_cpu_s", "substituted", "card_collisions"):
             merged[key] += r.get(key, 0)
         merged["loadgen_max_rss_mb"] = max(merged.get("loadgen_max_rss_mb", 0.0),
