@@ -59,6 +59,7 @@ from benchmarks.probes import (
     histogram_means,
     postmaster_pid,
     scrape,
+    wal_flush,
 )
 from benchmarks.workload import Dataset, Mix
 from messages.compiled import state as codec_state
@@ -536,6 +537,9 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         "ledger_transactions_per_auth": None
         if cpu.get("ledger_transactions") is None or completed == 0
         else round(cpu["ledger_transactions"] / completed, 4),
+        # The server's WAL flushes in the window (PostgreSQL's own timing): every
+        # commit waits for one, so a disk slower than usual shows here.
+        "wal_flush": wal_flush(cpu, completed),
         "cpu_bound_tps_estimate": _cpu_bound_tps(cpu, merged["loadgen_cpu_s"], completed,
                                                  ctx.args.workers),
         "throughput_per_s": merged["per_second"][: int(duration) + 1],
@@ -613,6 +617,7 @@ def with_pgbench(ctx: Context, phase: dict[str, Any]) -> dict[str, Any]:
     # Steal during pgbench's own window: the ratio compares two windows, and the
     # hypervisor may have taken more from one than from the other.
     stolen_s = used.get("machine_stolen")
+    phase["pgbench"]["wal_flush"] = wal_flush(used, done)
     phase["pgbench"]["stolen_pct"] = None if stolen_s is None else round(
         report.cores_pct(stolen_s, ctx.settings.duration_s, os.cpu_count() or 1), 1)
     # What the ratio would be if both sides were CPU-bound on the same dedicated cores:

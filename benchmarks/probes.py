@@ -202,24 +202,70 @@ def postmaster_pid(pgdata: Path) -> int | None:
         return None
 
 
-def database_transactions(dsn: str) -> float | None:
-    """Transactions committed or rolled back in the DSN's database so far (from
-    pg_stat_database; backends publish their counts within about a second)."""
+# What `database_counters` reads. The WAL keys are cluster-wide: in pgbench's window
+# they are pgbench's flushes, in a phase's the ledger's.
+DATABASE_KEYS = ("ledger_transactions", "wal_syncs", "wal_sync_ms", "wal_writes",
+                 "wal_write_ms")
+_TRANSACTIONS_SQL = ("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+                     "WHERE datname = current_database()")
+# pg_stat_io counts WAL I/O from PostgreSQL 18 on; its times only with
+# track_wal_io_timing on (the embedded server's setting). NULL sums: no such rows.
+_WAL_IO_SQL = ("SELECT sum(fsyncs)::float8, sum(fsync_time)::float8, sum(writes)::float8, "
+               "sum(write_time)::float8, current_setting('track_wal_io_timing')::bool "
+               "FROM pg_stat_io WHERE object = 'wal'")
+
+
+def database_counters(dsn: str) -> dict[str, float | None]:
+    """From PostgreSQL's statistics (backends publish theirs within about a second):
+    the transactions committed or rolled back in the DSN's database so far, and the
+    server's WAL writes and flushes with the milliseconds they took. A key is None
+    when the server cannot say (no pg_stat_io WAL rows before PostgreSQL 18, no
+    times with track_wal_io_timing off, or no connection)."""
     import psycopg
 
+    out: dict[str, float | None] = dict.fromkeys(DATABASE_KEYS)
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database "
-                               "WHERE datname = current_database()").fetchone()
+            row = conn.execute(_TRANSACTIONS_SQL).fetchone()
+            if row is not None:
+                out["ledger_transactions"] = float(row[0])
+            try:
+                wal = conn.execute(_WAL_IO_SQL).fetchone()
+            except psycopg.Error:  # an older server: no WAL figures
+                wal = None
     except psycopg.Error:
+        return out
+    if wal is not None and wal[0] is not None:
+        syncs, sync_ms, writes, write_ms, timed = wal
+        out["wal_syncs"], out["wal_writes"] = syncs, writes
+        if timed:
+            out["wal_sync_ms"], out["wal_write_ms"] = sync_ms, write_ms
+    return out
+
+
+def wal_flush(delta: dict[str, float | None], completed: int) -> dict[str, float | None] | None:
+    """A window's WAL flushes from a `CpuProbe` delta: how many, per authorization (or
+    transaction), and the mean milliseconds of a flush and of a write. A commit waits
+    for its flush, so a slow disk shows here before anywhere else. None: not known."""
+    syncs = delta.get("wal_syncs")
+    if syncs is None:
         return None
-    return None if row is None else float(row[0])
+    sync_ms, writes, write_ms = (delta.get(k) for k in ("wal_sync_ms", "wal_writes",
+                                                         "wal_write_ms"))
+    return {
+        "syncs": round(syncs),
+        "syncs_per_auth": round(syncs / completed, 4) if completed else None,
+        "sync_ms_mean": None if sync_ms is None or syncs <= 0 else round(sync_ms / syncs, 4),
+        "write_ms_mean": None if write_ms is None or not writes
+        else round(write_ms / writes, 4),
+    }
 
 
 @dataclass
 class CpuProbe:
     """CPU seconds (user + system) of process trees: the switch and PostgreSQL;
-    with ``database_dsn``, also the ledger database's transaction count.
+    with ``database_dsn``, also the ledger database's transaction count and the
+    server's WAL flushes (`database_counters`).
 
     Exited, reaped children count through their parent's children_* times, so
     pgbench's backends, which exit at the end of its run, are included.
@@ -262,8 +308,8 @@ class CpuProbe:
                          if self.postgres_pid is not None else None),
             "machine_busy": busy,
             "machine_stolen": stolen,
-            "ledger_transactions": (database_transactions(self.database_dsn)
-                                    if self.database_dsn is not None else None),
+            **(database_counters(self.database_dsn) if self.database_dsn is not None
+               else dict.fromkeys(DATABASE_KEYS)),
         }
 
 

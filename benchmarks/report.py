@@ -220,6 +220,11 @@ def markdown_summary(results: dict[str, Any]) -> str:
                       "times (its own delay, inside the latency above):", ""]
         lines += [f"- {name}: p50 {x['p50_ms']:.2f} ms, p99 {x['p99_ms']:.2f} ms, "
                   f"max {x['max_ms']:.1f} ms" for name, x in late]
+    flushes = [(ph["name"], text) for ph in results["phases"] if (text := wal_flush_text(ph))]
+    if flushes:
+        lines += ["", "WAL flushes in each window (PostgreSQL's own timing, `pg_stat_io`; every "
+                      "commit waits for one, so a disk slower than usual shows here first):", ""]
+        lines += [f"- {name}: {text}" for name, text in flushes]
     verdict = "clean" if results["verify_ok"] else "FAILED"
     lines += ["", f"Ledger verify after the run: **{verdict}**."]
     return "\n".join(lines) + "\n"
@@ -276,6 +281,27 @@ def stage_line(phase: dict[str, Any]) -> str:
     if "gc_young" in means:
         text += (f"; {means['gc_young']:.0f} young GCs, "
                  f"{means['gc_young_pause_ms_total']:.0f} ms in all")
+    return text
+
+
+def wal_flush_text(ph: dict[str, Any]) -> str:
+    """A phase's WAL flushes, and pgbench's in its own window; "" when not measured."""
+    def one(flush: dict[str, Any] | None, per: str) -> str:
+        if not flush:
+            return ""
+        text = f"{flush['syncs']:,} flushes"
+        if flush.get("syncs_per_auth") is not None:
+            text += f" ({flush['syncs_per_auth']:.3f} per {per})"
+        if flush.get("sync_ms_mean") is not None:
+            text += f", {flush['sync_ms_mean']:.3f} ms each on average"
+        if flush.get("write_ms_mean") is not None:
+            text += f", WAL writes {flush['write_ms_mean']:.3f} ms"
+        return text
+
+    text = one(ph.get("wal_flush"), "authorization")
+    pgbench = one((ph.get("pgbench") or {}).get("wal_flush"), "transaction")
+    if text and pgbench:
+        return f"{text}; pgbench -N's window: {pgbench}"
     return text
 
 

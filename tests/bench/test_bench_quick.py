@@ -54,6 +54,9 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
         assert phase["stolen_cpu_s"] is not None and phase["stolen_cpu_s"] >= 0
         # Every request that reaches the ledger costs at most about one transaction.
         assert 0 < phase["ledger_transactions_per_auth"] < 2, phase["name"]
+        # Commits flushed the WAL, timed by the embedded server (track_wal_io_timing).
+        flush = phase["wal_flush"]
+        assert flush["syncs"] > 0 and flush["sync_ms_mean"] > 0, (phase["name"], flush)
         codes = {code for per_op in phase["codes"].values() for code in per_op}
         assert codes <= {"00", "51", "55"}, (phase["name"], codes)
     assert {ph["mode"] for ph in results["phases"]} == {"closed", "open"}
@@ -66,14 +69,18 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
     # reuse (min_wal_size), beside the one in use.
     warm = results["settings"]["wal_warm"]
     assert warm["segments"] == 4 and warm["wal_files"] >= warm["segments"] + 1, warm
-    # After each pgbench run its tables were vacuumed, outside both measured windows.
+    # After each pgbench run its tables were vacuumed, outside both measured windows;
+    # its own window's WAL flushes were measured as the phases' were.
     assert all(ph["pgbench"]["tidy_s"] >= 0 for ph in closed)
+    assert all(ph["pgbench"]["wal_flush"]["syncs"] > 0 for ph in closed)
     # Of two rounds the headline is the lower ratio's, and its figures are that round's.
     head = min(closed, key=lambda ph: ph["ratio"])
     assert results["headline_phase"] == head["name"]
     assert (results["ratio"], results["auth_tps"]) == (head["ratio"], head["auth_tps"])
     assert (out / "latest.png").stat().st_size > 0
-    assert (out / "latest.md").read_text(encoding="utf-8").startswith("# atm-switch benchmark")
+    summary = (out / "latest.md").read_text(encoding="utf-8")
+    assert summary.startswith("# atm-switch benchmark")
+    assert "WAL flushes in each window" in summary
     assert len(list(out.glob("run-*.json"))) == 1
     # Nothing printed may carry a benchmark card number in clear.
     assert "499999000" not in done.stderr + done.stdout

@@ -15,7 +15,14 @@ from benchmarks import report
 from benchmarks.harness import _errors_by_phase
 from benchmarks.loadgen import Recorder, decode_histogram, encode_histogram, merge_results
 from benchmarks.pgbench import PgbenchError, parse_output
-from benchmarks.probes import counter_delta, histogram_means, machine_cpu_s, parse_counters
+from benchmarks.probes import (
+    counter_delta,
+    cpu_delta,
+    histogram_means,
+    machine_cpu_s,
+    parse_counters,
+    wal_flush,
+)
 from benchmarks.workload import (
     EXPECTED_CODE,
     CardState,
@@ -690,3 +697,34 @@ def test_card_cache_ttl_option_reaches_the_switch_config_and_the_summary(
             in report.markdown_summary(results))
     results["settings"] = {"card_cache_ttl_s": None}
     assert "card cache kept" not in report.markdown_summary(results)
+
+
+def test_a_windows_wal_flushes_come_from_the_probe_delta_and_say_what_is_unknown() -> None:
+    before = {"wal_syncs": 1000.0, "wal_sync_ms": 200.0, "wal_writes": 1500.0,
+              "wal_write_ms": 30.0}
+    after = {"wal_syncs": 1400.0, "wal_sync_ms": 400.0, "wal_writes": 2300.0,
+             "wal_write_ms": 38.0}
+    # 400 flushes for 2,000 authorizations took 200 ms: 0.5 ms each; 800 writes 8 ms.
+    assert wal_flush(cpu_delta(before, after), 2000) == {
+        "syncs": 400, "syncs_per_auth": 0.2, "sync_ms_mean": 0.5, "write_ms_mean": 0.01}
+    # Times not tracked (track_wal_io_timing off): the counts alone.
+    untimed = {**after, "wal_sync_ms": None, "wal_write_ms": None}
+    assert wal_flush(cpu_delta(before, untimed), 2000) == {
+        "syncs": 400, "syncs_per_auth": 0.2, "sync_ms_mean": None, "write_ms_mean": None}
+    # An older server (no WAL rows in pg_stat_io) or no database: nothing to say.
+    assert wal_flush(cpu_delta(before, {**after, "wal_syncs": None}), 2000) is None
+    assert wal_flush({"wal_syncs": 0.0, "wal_sync_ms": 0.0}, 0) == {
+        "syncs": 0, "syncs_per_auth": None, "sync_ms_mean": None, "write_ms_mean": None}
+
+
+def test_the_summary_lists_each_windows_wal_flushes_beside_pgbenchs() -> None:
+    phase = {"name": "closed-32",
+             "wal_flush": {"syncs": 6000, "syncs_per_auth": 0.0625, "sync_ms_mean": 0.25,
+                           "write_ms_mean": 0.015},
+             "pgbench": {"wal_flush": {"syncs": 90000, "syncs_per_auth": 0.9,
+                                       "sync_ms_mean": 0.3, "write_ms_mean": None}}}
+    assert report.wal_flush_text(phase) == (
+        "6,000 flushes (0.062 per authorization), 0.250 ms each on average, WAL writes "
+        "0.015 ms; pgbench -N's window: 90,000 flushes (0.900 per transaction), 0.300 ms "
+        "each on average")
+    assert report.wal_flush_text({"name": "open", "wal_flush": None}) == ""
