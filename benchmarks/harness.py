@@ -23,6 +23,8 @@ What one run does (see BENCHMARKS.md for the figures and how to read them):
 
 Writes benchmarks/results/latest.json (+ a timestamped copy), a PNG and a
 markdown summary. Load stays on 127.0.0.1. PANs, PINs and keys are never printed.
+Ctrl-C or SIGTERM stops a run at once, with the switch and the embedded PostgreSQL
+it started (exit status 130; nothing is written).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -82,6 +85,7 @@ WAL_SEGMENTS_MAX = 128   # max_wal_size (2 GB)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a process stopped by SIGINT
 
 
 # The switch configuration a benchmark run uses unless --switch-config is given.
@@ -421,6 +425,11 @@ def run_phase(ctx: Context, *, name: str, group: str, mode: str, clients: int,
             parent.send(("go", t_begin, t_measure, t_end))
         before, after = _watch(ctx, name, procs, t_begin, t_measure, t_end)
         results = [_expect(parent, "result", a.timeout + 60.0) for _, parent, _ in procs]
+    except BaseException:  # a failure or an interrupt: the load stops now, not at t_end
+        for proc, _, _ in procs:
+            if proc.is_alive():
+                proc.terminate()
+        raise
     finally:
         for proc, parent, _ in procs:
             proc.join(10)
@@ -720,12 +729,29 @@ def main(argv: list[str] | None = None) -> int:
         print("atm-switch bench: --target needs --data-dir (or ATM_SWITCH_DATABASE_URL) "
               "for provisioning, pgbench and verify", file=sys.stderr)
         return EXIT_USAGE
+    _interrupt_on_sigterm()
     try:
         with _data_dir(args) as data_dir:
             return _run(args, settings, data_dir)
     except BenchError as exc:
         print(f"atm-switch bench: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        # The switch and the embedded PostgreSQL this run started were stopped on
+        # the way out (the finally blocks), and a temporary data directory removed.
+        print("atm-switch bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI job's timeout, `kill`) stops a run as Ctrl-C does, through
+    the same clean-up: without this the switch and the embedded PostgreSQL it started
+    were left running."""
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:

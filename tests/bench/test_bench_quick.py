@@ -9,10 +9,13 @@ errors or timeouts, and the results file has every documented key.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,51 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
     assert len(list(out.glob("run-*.json"))) == 1
     # Nothing printed may carry a benchmark card number in clear.
     assert "499999000" not in done.stderr + done.stdout
+
+
+def _started_by(marker: str) -> list[str]:
+    """Command names of the live processes whose command line names `marker`."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(marker in part for part in proc.info["cmdline"] or ()):
+                found.append(proc.info["name"])
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_run_stopped_by_sigterm_leaves_no_switch_or_postgresql_running(
+        tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.harness", "--quick", "--cards", "100",
+         "--duration", "30", "--no-pgbench", "--out", str(tmp_path / "results"),
+         "--data-dir", str(state)],
+        cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # Stop it once the load is on: the switch, PostgreSQL and the load
+        # generator are all running then.
+        lines = []
+        assert run.stderr is not None
+        for line in run.stderr:  # bounded: the run ends by itself within QUICK_TIMEOUT_S
+            lines.append(line)
+            if "closed-8" in line:
+                break
+        assert any("closed-8" in line for line in lines), "".join(lines[-20:])
+        assert "postgres" in _started_by(str(state)), "the embedded server was not found"
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    deadline = time.monotonic() + 15
+    while _started_by(str(state)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _started_by(str(state)) == []
+    assert not (tmp_path / "results" / "latest.json").exists()
