@@ -274,8 +274,10 @@ class Pipeline:
     async def _terminal(self, terminal_id: str) -> TerminalRecord | None:
         record = self._terminals.get(terminal_id)
         if record is None:
-            self._terminal_misses.inc()
-            record = await self._ledger.terminal(terminal_id)
+            try:
+                record = await self._ledger.terminal(terminal_id)
+            finally:
+                self._terminal_misses.inc()  # as the read ends, as a card miss is
             if record is not None:
                 self._terminals.put(terminal_id, record)
         return record

@@ -55,6 +55,23 @@ async def test_a_card_is_read_from_the_database_once_then_from_the_cache(
     assert (first - before, second - first) == (1.0, 0.0)
 
 
+async def test_an_unknown_terminal_is_read_from_the_database_on_every_request(
+        switch_proc: SwitchProcess) -> None:
+    """Only terminals that exist are cached: each request from an unknown one is a
+    database read, and operators see every one of them counted."""
+    def misses() -> float:
+        return switch_proc.metric("atm_switch_cache_misses_total", cache="terminal")
+
+    client = await connect(switch_proc, "NOSUCH03")
+    try:
+        before = await asyncio.to_thread(misses)
+        for _ in range(2):
+            assert (await client.send(client.withdrawal(card(1), 1_000, "1234"))).code == "03"
+        assert await asyncio.to_thread(misses) - before == 2.0
+    finally:
+        await client.close()
+
+
 # -- 0800 --------------------------------------------------------------------
 
 
