@@ -205,14 +205,22 @@ def postmaster_pid(pgdata: Path) -> int | None:
 # What `database_counters` reads. The WAL keys are cluster-wide: in pgbench's window
 # they are pgbench's flushes, in a phase's the ledger's.
 DATABASE_KEYS = ("ledger_transactions", "wal_syncs", "wal_sync_ms", "wal_writes",
-                 "wal_write_ms")
+                 "wal_write_ms", "wal_inits", "wal_bytes", "wal_fpi", "checkpoints")
 _TRANSACTIONS_SQL = ("SELECT xact_commit + xact_rollback FROM pg_stat_database "
                      "WHERE datname = current_database()")
 # pg_stat_io counts WAL I/O from PostgreSQL 18 on; its times only with
 # track_wal_io_timing on (the embedded server's setting). NULL sums: no such rows.
-_WAL_IO_SQL = ("SELECT sum(fsyncs)::float8, sum(fsync_time)::float8, sum(writes)::float8, "
-               "sum(write_time)::float8, current_setting('track_wal_io_timing')::bool "
+_WAL_IO_SQL = ("SELECT sum(fsyncs)::float8, sum(fsync_time)::float8, "
+               "sum(writes) FILTER (WHERE context = 'normal')::float8, "
+               "sum(write_time) FILTER (WHERE context = 'normal')::float8, "
+               "current_setting('track_wal_io_timing')::bool, "
+               "sum(writes) FILTER (WHERE context = 'init')::float8 "
                "FROM pg_stat_io WHERE object = 'wal'")
+# WAL volume and full-page images (a page's first change after a checkpoint writes
+# its whole image), and checkpoints started: what makes a window's commits heavier.
+_WAL_VOLUME_SQL = ("SELECT w.wal_bytes::float8, w.wal_fpi::float8, "
+                   "(c.num_timed + c.num_requested)::float8 "
+                   "FROM pg_stat_wal w, pg_stat_checkpointer c")
 
 
 def database_counters(dsn: str) -> dict[str, float | None]:
@@ -231,15 +239,18 @@ def database_counters(dsn: str) -> dict[str, float | None]:
                 out["ledger_transactions"] = float(row[0])
             try:
                 wal = conn.execute(_WAL_IO_SQL).fetchone()
+                volume = conn.execute(_WAL_VOLUME_SQL).fetchone()
             except psycopg.Error:  # an older server: no WAL figures
-                wal = None
+                wal = volume = None
     except psycopg.Error:
         return out
     if wal is not None and wal[0] is not None:
-        syncs, sync_ms, writes, write_ms, timed = wal
-        out["wal_syncs"], out["wal_writes"] = syncs, writes
+        syncs, sync_ms, writes, write_ms, timed, inits = wal
+        out["wal_syncs"], out["wal_writes"], out["wal_inits"] = syncs, writes, inits or 0.0
         if timed:
             out["wal_sync_ms"], out["wal_write_ms"] = sync_ms, write_ms
+    if volume is not None:
+        out["wal_bytes"], out["wal_fpi"], out["checkpoints"] = volume
     return out
 
 
@@ -252,12 +263,22 @@ def wal_flush(delta: dict[str, float | None], completed: int) -> dict[str, float
         return None
     sync_ms, writes, write_ms = (delta.get(k) for k in ("wal_sync_ms", "wal_writes",
                                                          "wal_write_ms"))
+    volume, fpi, inits, checkpoints = (delta.get(k) for k in (
+        "wal_bytes", "wal_fpi", "wal_inits", "checkpoints"))
     return {
         "syncs": round(syncs),
         "syncs_per_auth": round(syncs / completed, 4) if completed else None,
         "sync_ms_mean": None if sync_ms is None or syncs <= 0 else round(sync_ms / syncs, 4),
         "write_ms_mean": None if write_ms is None or not writes
         else round(write_ms / writes, 4),
+        # Bytes of WAL and full-page images per authorization (or transaction), WAL
+        # segment writes made while creating a segment (none while recycled files
+        # last), and checkpoints started in the window.
+        "bytes_per_auth": None if volume is None or not completed
+        else round(volume / completed, 1),
+        "fpi_per_auth": None if fpi is None or not completed else round(fpi / completed, 4),
+        "segment_init_writes": None if inits is None else round(inits),
+        "checkpoints": None if checkpoints is None else round(checkpoints),
     }
 
 

@@ -296,6 +296,13 @@ def wal_flush_text(ph: dict[str, Any]) -> str:
             text += f", {flush['sync_ms_mean']:.3f} ms each on average"
         if flush.get("write_ms_mean") is not None:
             text += f", WAL writes {flush['write_ms_mean']:.3f} ms"
+        if flush.get("bytes_per_auth") is not None:
+            text += (f"; {flush['bytes_per_auth'] / 1000:.2f} kB of WAL per {per}"
+                     f" ({flush.get('fpi_per_auth') or 0:.3f} full-page images)")
+        if flush.get("segment_init_writes"):
+            text += f"; **{flush['segment_init_writes']:,} write(s) creating new WAL files**"
+        if flush.get("checkpoints"):
+            text += f"; **{flush['checkpoints']} checkpoint(s) started**"
         return text
 
     text = one(ph.get("wal_flush"), "authorization")

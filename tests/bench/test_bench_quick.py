@@ -60,6 +60,7 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
         # Commits flushed the WAL, timed by the embedded server (track_wal_io_timing).
         flush = phase["wal_flush"]
         assert flush["syncs"] > 0 and flush["sync_ms_mean"] > 0, (phase["name"], flush)
+        assert flush["bytes_per_auth"] > 0 and flush["segment_init_writes"] is not None
         codes = {code for per_op in phase["codes"].values() for code in per_op}
         assert codes <= {"00", "51", "55"}, (phase["name"], codes)
     assert {ph["mode"] for ph in results["phases"]} == {"closed", "open"}

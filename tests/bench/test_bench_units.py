@@ -701,20 +701,29 @@ def test_card_cache_ttl_option_reaches_the_switch_config_and_the_summary(
 
 def test_a_windows_wal_flushes_come_from_the_probe_delta_and_say_what_is_unknown() -> None:
     before = {"wal_syncs": 1000.0, "wal_sync_ms": 200.0, "wal_writes": 1500.0,
-              "wal_write_ms": 30.0}
+              "wal_write_ms": 30.0, "wal_inits": 10.0, "wal_bytes": 5e6, "wal_fpi": 40.0,
+              "checkpoints": 2.0}
     after = {"wal_syncs": 1400.0, "wal_sync_ms": 400.0, "wal_writes": 2300.0,
-             "wal_write_ms": 38.0}
-    # 400 flushes for 2,000 authorizations took 200 ms: 0.5 ms each; 800 writes 8 ms.
+             "wal_write_ms": 38.0, "wal_inits": 10.0, "wal_bytes": 7.8e6, "wal_fpi": 60.0,
+             "checkpoints": 2.0}
+    # 400 flushes for 2,000 authorizations took 200 ms: 0.5 ms each; 800 writes 8 ms;
+    # 2.8 MB of WAL, 20 full-page images; no file created, no checkpoint.
     assert wal_flush(cpu_delta(before, after), 2000) == {
-        "syncs": 400, "syncs_per_auth": 0.2, "sync_ms_mean": 0.5, "write_ms_mean": 0.01}
+        "syncs": 400, "syncs_per_auth": 0.2, "sync_ms_mean": 0.5, "write_ms_mean": 0.01,
+        "bytes_per_auth": 1400.0, "fpi_per_auth": 0.01, "segment_init_writes": 0,
+        "checkpoints": 0}
     # Times not tracked (track_wal_io_timing off): the counts alone.
     untimed = {**after, "wal_sync_ms": None, "wal_write_ms": None}
     assert wal_flush(cpu_delta(before, untimed), 2000) == {
-        "syncs": 400, "syncs_per_auth": 0.2, "sync_ms_mean": None, "write_ms_mean": None}
+        "syncs": 400, "syncs_per_auth": 0.2, "sync_ms_mean": None, "write_ms_mean": None,
+        "bytes_per_auth": 1400.0, "fpi_per_auth": 0.01, "segment_init_writes": 0,
+        "checkpoints": 0}
     # An older server (no WAL rows in pg_stat_io) or no database: nothing to say.
     assert wal_flush(cpu_delta(before, {**after, "wal_syncs": None}), 2000) is None
     assert wal_flush({"wal_syncs": 0.0, "wal_sync_ms": 0.0}, 0) == {
-        "syncs": 0, "syncs_per_auth": None, "sync_ms_mean": None, "write_ms_mean": None}
+        "syncs": 0, "syncs_per_auth": None, "sync_ms_mean": None, "write_ms_mean": None,
+        "bytes_per_auth": None, "fpi_per_auth": None, "segment_init_writes": None,
+        "checkpoints": None}
 
 
 def test_the_summary_lists_each_windows_wal_flushes_beside_pgbenchs() -> None:
@@ -728,3 +737,11 @@ def test_the_summary_lists_each_windows_wal_flushes_beside_pgbenchs() -> None:
         "0.015 ms; pgbench -N's window: 90,000 flushes (0.900 per transaction), 0.300 ms "
         "each on average")
     assert report.wal_flush_text({"name": "open", "wal_flush": None}) == ""
+    # What made a window's commits heavier is called out.
+    heavy = {"wal_flush": {"syncs": 10, "syncs_per_auth": None, "sync_ms_mean": None,
+                           "write_ms_mean": None, "bytes_per_auth": 2500.0,
+                           "fpi_per_auth": 0.25, "segment_init_writes": 4096,
+                           "checkpoints": 1}}
+    assert report.wal_flush_text(heavy) == (
+        "10 flushes; 2.50 kB of WAL per authorization (0.250 full-page images); "
+        "**4,096 write(s) creating new WAL files**; **1 checkpoint(s) started**")
