@@ -501,9 +501,13 @@ def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
     assert settings().pg_settings == ()
     chosen = settings("--pg-set", "shared_preload_libraries=pg_stat_statements,auto_explain",
                       "--pg-set", "auto_explain.log_min_duration = 300ms")
+    # The harness's own WAL room, then what the run asks for (which may override it).
+    assert settings().pg_settings_dict == {"min_wal_size": "2GB", "max_wal_size": "8GB"}
     assert chosen.pg_settings_dict == {
+        "min_wal_size": "2GB", "max_wal_size": "8GB",
         "shared_preload_libraries": "pg_stat_statements,auto_explain",
         "auto_explain.log_min_duration": "300ms"}
+    assert settings("--pg-set", "max_wal_size=4GB").pg_settings_dict["max_wal_size"] == "4GB"
     for bad in ("fsync", "Fsync=off", "a;b=1", "x=1\nfsync=off"):
         with pytest.raises(ValueError):
             settings("--pg-set", bad)
@@ -515,7 +519,8 @@ def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
     assert "on top of the project's" not in report.markdown_summary(results)
     results["settings"] = {"pg_settings": chosen.pg_settings_dict}
     assert ("PostgreSQL parameters set for this run on top of the project's: "
-            "`auto_explain.log_min_duration = 300ms`, "
+            "`auto_explain.log_min_duration = 300ms`, `max_wal_size = 8GB`, "
+            "`min_wal_size = 2GB`, "
             "`shared_preload_libraries = pg_stat_statements,auto_explain`."
             in report.markdown_summary(results))
 
