@@ -734,9 +734,8 @@ def main(argv: list[str] | None = None) -> int:
         print("atm-switch bench: --target needs --data-dir (or ATM_SWITCH_DATABASE_URL) "
               "for provisioning, pgbench and verify", file=sys.stderr)
         return EXIT_USAGE
-    _interrupt_on_sigterm()
     try:
-        with _data_dir(args) as data_dir:
+        with _sigterm_interrupts(), _data_dir(args) as data_dir:
             return _run(args, settings, data_dir)
     except BenchError as exc:
         print(f"atm-switch bench: {exc}", file=sys.stderr)
@@ -748,15 +747,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a CI job's timeout, `kill`) stops a run as Ctrl-C does, through
-    the same clean-up: without this the switch and the embedded PostgreSQL it started
-    were left running."""
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a run lasts, SIGTERM (a CI job's timeout, `kill`) stops it as Ctrl-C
+    does, through the same clean-up: without this the switch and the embedded
+    PostgreSQL it started were left running. The caller's handler is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace, settings: Settings, data_dir: Path) -> int:
