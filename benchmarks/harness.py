@@ -79,7 +79,7 @@ PROGRESS_TICK_S = 0.5
 # (about 1.5 GB), so no phase waits for a new file to be created; a few for --quick.
 WAL_SEGMENTS = 128
 WAL_SEGMENTS_QUICK = 4
-WAL_SEGMENTS_MAX = 128
+WAL_SEGMENTS_MAX = 128   # the harness's server keeps 2 GB (min_wal_size): no more
 # The harness's own embedded server keeps those files (min_wal_size) and starts no
 # checkpoint for WAL volume within a run (max_wal_size): every phase then runs
 # between checkpoints on recycled files, as the first ones always did, instead of

@@ -261,10 +261,9 @@ def wal_flush(delta: dict[str, float | None], completed: int) -> dict[str, float
     syncs = delta.get("wal_syncs")
     if syncs is None:
         return None
-    sync_ms, writes, write_ms = (delta.get(k) for k in ("wal_sync_ms", "wal_writes",
-                                                         "wal_write_ms"))
-    volume, fpi, inits, checkpoints = (delta.get(k) for k in (
-        "wal_bytes", "wal_fpi", "wal_inits", "checkpoints"))
+    sync_ms, writes, write_ms, volume, fpi, inits, checkpoints = (delta.get(k) for k in (
+        "wal_sync_ms", "wal_writes", "wal_write_ms", "wal_bytes", "wal_fpi", "wal_inits",
+        "checkpoints"))
     return {
         "syncs": round(syncs),
         "syncs_per_auth": round(syncs / completed, 4) if completed else None,
