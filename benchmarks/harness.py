@@ -75,8 +75,8 @@ VERIFY_TIMEOUT_S = 1800.0
 STOP_TIMEOUT_S = 60.0
 LOADGEN_READY_TIMEOUT_S = 180.0
 PROGRESS_TICK_S = 0.5
-# WAL files made ready before loading (warm_wal): 2 GB, more than a full run writes
-# (about 1.5 GB), so no phase waits for a new file to be created; a few for --quick.
+# WAL files made ready before loading (warm_wal): 2 GB, enough that no phase of a
+# full run created a WAL file (BENCHMARKS, item 15); a few for --quick.
 WAL_SEGMENTS = 128
 WAL_SEGMENTS_QUICK = 4
 WAL_SEGMENTS_MAX = 128   # the harness's server keeps 2 GB (min_wal_size): no more
