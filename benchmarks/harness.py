@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ATM connections carrying the open loop (default: headline clients)")
     p.add_argument("--no-open", action="store_true", help="skip the open-loop phase")
     p.add_argument("--mix", default="", help="e.g. withdrawal=70,balance=15,wrong_pin=5,"
-                                             "insufficient=5,reversal=5")
+                                             "insufficient=5,reversal=5 (the default); "
+                                             "an operation not named is not sent")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per answer")
     p.add_argument("--workers", type=int, default=1,
                    help="switch processes sharing the port (SO_REUSEPORT)")

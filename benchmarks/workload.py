@@ -78,11 +78,13 @@ class Mix:
 
     @classmethod
     def parse(cls, text: str) -> Mix:
-        """`withdrawal=70,balance=15,wrong_pin=5,insufficient=5,reversal=5` (any subset).
+        """`withdrawal=70,balance=15,wrong_pin=5,insufficient=5,reversal=5`, or any
+        subset: an operation not named is not sent (weight 0), so `withdrawal=1` is a
+        mix of withdrawals only, not one that keeps the default's others.
 
         Raises ValueError naming the bad item.
         """
-        values: dict[str, float] = {}
+        values: dict[str, float] = dict.fromkeys((op.value for op in Op), 0.0)
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, number = item.partition("=")
             name = name.strip().replace("-", "_")

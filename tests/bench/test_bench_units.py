@@ -42,6 +42,9 @@ def test_mix_parse_and_defaults() -> None:
                                "insufficient": 5, "reversal": 5}
     mix = Mix.parse("withdrawal=50, balance=50, wrong-pin=0, insufficient=0, reversal=0")
     assert mix.weights()[Op.BALANCE] == 50 and mix.weights()[Op.WRONG_PIN] == 0
+    # Operations not named are not sent: a subset is the whole mix.
+    assert Mix.parse("withdrawal=80,balance=20").as_dict() == {
+        "withdrawal": 80, "balance": 20, "wrong_pin": 0, "insufficient": 0, "reversal": 0}
     for bad in ("bogus=1", "withdrawal", "withdrawal=x",
                 "withdrawal=0,balance=0,wrong_pin=0,insufficient=0,reversal=0"):
         with pytest.raises(ValueError):

@@ -239,8 +239,8 @@ async def test_group_commits_report_their_set_wise_operations(fresh_dsn: str,
                withdrawal(cards[5], 100)]
         results = await asyncio.gather(*(ledger.authorize(op) for op in ops))
         assert sizes == [1, 5]   # the first alone, the other five in one statement
-        # Three plain ones in a run, then a wrong PIN and a plain one alone: one call each.
-        assert set_wise == [3]
+        # One run of four plain ones with the wrong PIN inside it as a call (0015).
+        assert set_wise == [4]
         assert [r.outcome for r in results] == [Outcome.APPROVED] * 4 + [
             Outcome.PIN_WRONG, Outcome.APPROVED]
         assert all(r.authorization_id for r in results)

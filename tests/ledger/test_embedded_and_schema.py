@@ -164,6 +164,23 @@ def test_authorize_is_one_call_with_the_tombstone_probe_and_downgrades(fresh_dsn
     assert _has_batch_function(fresh_dsn)
 
 
+def _batch_source(dsn: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'ledger_authorize_batch'").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_calls_stay_inside_a_run_and_that_downgrades(fresh_dsn: str) -> None:
+    current = _batch_source(fresh_dsn)
+    assert "v_calls" in current and "x_conflict" in current, "0015's run keeps its calls"
+    command.downgrade(alembic_config(fresh_dsn), "0014")
+    assert "v_calls" not in _batch_source(fresh_dsn), "0012's run ends at a call"
+    upgrade(fresh_dsn)
+    assert _batch_source(fresh_dsn) == current
+
+
 _REVERSE_ARGS = "text, bytea, text, text, text, bigint, boolean"
 
 

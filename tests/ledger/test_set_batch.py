@@ -269,10 +269,42 @@ def test_rows_that_share_a_card_account_or_key_keep_their_order(fresh_dsn: str) 
             withdrawal(card, 100, rrn=TOMBSTONED_RRN), withdrawal(UNKNOWN_CARD, 10),
             withdrawal(joint, 1_000), withdrawal(other, 0, kind=OpKind.BALANCE_INQUIRY),
             reversal(first.key), withdrawal(joint, 500)])
-        # Set-wise: the first five, the late original and the unknown card. A card or key
-        # seen again ends a run (a run of one is one call); a shared account and a stored
-        # key are deferred; everything that is not plain goes one call each.
-        assert [n for n, flag in enumerate(flags, 1) if flag] == [1, 2, 3, 4, 5, 17, 18]
+        # Set-wise: the first five, the withdrawal after the wrong PIN (the wrong PIN is
+        # a call inside the run, 0015), the late original and the unknown card. A plain
+        # card or key seen again ends a run; a shared account, a stored key and a card a
+        # call of the run touches are deferred; what is not plain goes one call each.
+        assert [n for n, flag in enumerate(flags, 1) if flag] == [1, 2, 3, 4, 5, 9, 17, 18]
+
+    _with_bank(fresh_dsn, check)
+
+
+def test_a_plain_operation_touching_what_a_call_of_its_run_touches_is_deferred(
+        fresh_dsn: str) -> None:
+    def check(bank: Bank) -> None:
+        rich, poor, limited = bank.cards[0], bank.cards[1], bank.cards[3]
+        joint, other = bank.cards[-1], bank.cards[-2]
+        flags = _same_both_ways(bank, [
+            withdrawal(bank.cards[2], 100),
+            # The reversal gives the stored withdrawal's 2,000 back to the rich card's
+            # account, which then has exactly 99,000 available: the withdrawal after
+            # it is approved only if it sees the reversal (its card: deferred).
+            reversal(bank.stored_ops[0].key),
+            withdrawal(rich, 99_000),
+            withdrawal(limited, 100),
+            # A wrong PIN on one card of the joint account answers with its balance:
+            # the other card's withdrawal after it must not have been taken first.
+            withdrawal(joint, 100, pin="wrong"),
+            withdrawal(other, 500),
+            # The original of a reversal in the same run: both go in arrival order.
+            (late := withdrawal(poor, 100)),
+            reversal(late.key),
+            withdrawal(bank.cards[4], 100),
+            # A reversal by terminal and RRN alone that finds nothing leaves an RRN
+            # tombstone: the withdrawal with that RRN after it is a late original.
+            reversal(None, rrn="000000424242"),
+            withdrawal(bank.cards[5], 100, rrn="000000424242"),
+            withdrawal(bank.cards[6], 100)])
+        assert [n for n, flag in enumerate(flags, 1) if flag] == [1, 4, 9, 12]
 
     _with_bank(fresh_dsn, check)
 
