@@ -91,9 +91,10 @@ REVERSAL_KIND = -1
 REVERSAL_ADVICE_KIND = -2
 # Group commit (ledger.batch): the batch's operations in arrival order, in one
 # statement and so one SERIALIZABLE transaction. ledger_authorize_batch (migration
-# 0012) decides and posts runs of plain withdrawals and balance inquiries in one
-# statement per run and calls ledger_authorize or ledger_reverse (a row of kind
-# REVERSAL_KIND/REVERSAL_ADVICE_KIND) for every other operation; it returns one
+# 0012, 0015) decides and posts runs of plain withdrawals and balance inquiries in
+# one statement per run and calls ledger_authorize or ledger_reverse (a row of kind
+# REVERSAL_KIND/REVERSAL_ADVICE_KIND) for every other operation, after its run's
+# statement and in arrival order with what that statement deferred; it returns one
 # row per operation with its position ``n``.
 # The columns of a group commit and their SQL types, in the function's order.
 _BATCH_TYPES: Final = ("smallint", "text", "bytea", "bigint", "text", "text", "text",
