@@ -36,12 +36,23 @@ def revision_module(filename: str) -> ModuleType:
     return module
 
 
-def edited_function(sql: str, edits: Iterable[tuple[str, str]], source: str) -> str:
+Anchor = str | tuple[str, str]
+
+
+def edited_function(sql: str, edits: Iterable[tuple[Anchor, str]], source: str) -> str:
     """``sql`` (an earlier revision's function text) with each anchor replaced; every
-    anchor must occur exactly once, so a text that no longer matches fails loudly."""
+    anchor must occur exactly once, so a text that no longer matches fails loudly.
+
+    An anchor is a text, or a pair (first, last): the span from the one occurrence
+    of ``first`` through the next occurrence of ``last``, so a long passage can be
+    replaced without copying it."""
     for anchor, replacement in edits:
-        assert sql.count(anchor) == 1, f"{source}'s function text changed near {anchor[:40]!r}"
-        sql = sql.replace(anchor, replacement)
+        first, last = anchor if isinstance(anchor, tuple) else (anchor, "")
+        assert sql.count(first) == 1, f"{source}'s function text changed near {first[:40]!r}"
+        start = sql.index(first)
+        end = sql.find(last, start + len(first))
+        assert end >= 0, f"{source}'s function text changed near {last[:40]!r}"
+        sql = sql[:start] + replacement + sql[end + len(last):]
     return sql
 
 

@@ -77,18 +77,9 @@ _DECLARE = ("    v_deferred integer[];\n    r record;\n",
     v_x_refs text[];
 """)
 
-_RUN_START = ("""        v_lo := v_i;
-        v_hi := v_i - 1;
-        WHILE v_hi < v_count
-              AND {PLAIN_NEXT}
-              AND NOT p_card_id[v_hi + 1] = ANY (p_card_id[v_lo:v_hi])
-              AND NOT p_key[v_hi + 1] = ANY (p_key[v_lo:v_hi]) LOOP
-            v_hi := v_hi + 1;
-        END LOOP;
-        IF v_hi - v_lo >= 1 THEN
-            -- A run of plain operations: one statement; its deferred ones below.
-            v_deferred := '{}';
-""", """        v_lo := v_i;
+# 0012's loop that gathers a run, through the first line of the run's branch.
+_RUN_START = (("        v_lo := v_i;\n        v_hi := v_i - 1;\n        WHILE v_hi < v_count\n",
+               "            v_deferred := '{}';\n"), """        v_lo := v_i;
         v_hi := v_i - 1;
         v_calls := '{}';
         v_cards := '{}';
@@ -190,7 +181,8 @@ def _function_0012() -> str:
 def function_sql() -> str:
     """0012's ledger_authorize_batch with the other operations kept inside the run."""
     plain = {"{PLAIN_NEXT}": _plain("v_hi + 1"), "{PLAIN_G}": _plain("g")}
-    edits = [(_fill(anchor, plain), _fill(replacement, plain))
+    edits = [(anchor if isinstance(anchor, tuple) else _fill(anchor, plain),
+              _fill(replacement, plain))
              for anchor, replacement in (_DECLARE, _RUN_START, _RUN_ROWS, _CONFLICT, _SHARED,
                                          _RUN_END)]
     sql = edited_function(_function_0012(), edits, "0012")
