@@ -309,6 +309,26 @@ def test_a_plain_operation_touching_what_a_call_of_its_run_touches_is_deferred(
     _with_bank(fresh_dsn, check)
 
 
+def test_a_plain_operation_on_the_card_a_reversal_gives_its_day_back_is_deferred(
+        fresh_dsn: str) -> None:
+    """A reversal carries no card of its own and gives back to its original's account
+    only, but also to its original's card: the day's amount used. A withdrawal from the
+    card's other account after it in the run is decided by that alone (the card rule)."""
+    def check(bank: Bank) -> None:
+        card = bank.run(provision_card(bank.ledger, 13, balance=50_000, savings=50_000,
+                                       limits=CardLimits(10_000, 10_000, 5)))
+        first = withdrawal(card, 10_000, account="20")
+        assert bank.run(bank.ledger.authorize(first)).outcome.approved   # the day's limit used up
+        flags = _same_both_ways(bank, [
+            withdrawal(bank.cards[2], 100),
+            reversal(first.key),
+            withdrawal(card, 10_000, account="10"),   # over the day's limit unless reversed
+            withdrawal(bank.cards[4], 100)])
+        assert flags == [True, False, False, True]
+
+    _with_bank(fresh_dsn, check)
+
+
 def test_set_wise_batches_answer_and_write_as_one_call_per_operation(fresh_dsn: str) -> None:
     _with_bank(fresh_dsn, _check_batches)
 
