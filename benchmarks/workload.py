@@ -88,9 +88,9 @@ class Mix:
         for item in filter(None, (part.strip() for part in text.split(","))):
             name, sep, number = item.partition("=")
             name = name.strip().replace("-", "_")
-            if not sep or name not in {op.value for op in Op}:
+            if not sep or name not in values:
                 raise ValueError(f"mix item {item!r}: expected NAME=WEIGHT with NAME in "
-                                 f"{[op.value for op in Op]}")
+                                 f"{list(values)}")
             try:
                 values[name] = float(number)
             except ValueError:
