@@ -178,6 +178,11 @@ def _function_0012() -> str:
     return sql
 
 
+def _replacing(sql: str) -> str:
+    """The function's text as a statement that replaces the one installed."""
+    return sql.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+
+
 def function_sql() -> str:
     """0012's ledger_authorize_batch with the other operations kept inside the run."""
     plain = {"{PLAIN_NEXT}": _plain("v_hi + 1"), "{PLAIN_G}": _plain("g")}
@@ -185,8 +190,7 @@ def function_sql() -> str:
               _fill(replacement, plain))
              for anchor, replacement in (_DECLARE, _RUN_START, _RUN_ROWS, _CONFLICT, _SHARED,
                                          _RUN_END)]
-    sql = edited_function(_function_0012(), edits, "0012")
-    return sql.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+    return _replacing(edited_function(_function_0012(), edits, "0012"))
 
 
 def upgrade() -> None:
@@ -194,4 +198,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(_function_0012().replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1))
+    op.execute(_replacing(_function_0012()))
