@@ -89,7 +89,7 @@ def _setup(requests: int) -> tuple[Pipeline, _MemoryLedger, list[bytes]]:
                       pvv=soft.generate_pvv(pvk, PAN, "1", PIN), pvki="1", pin_offset=None,
                       pin_tries=0, account_types=("20",), default_account_type="20")
     ledger = _MemoryLedger(terminal, card)
-    pipeline = Pipeline(ledger, AsyncSoftHsm(soft), pvk, Metrics(),  # type: ignore[arg-type]
+    pipeline = Pipeline(ledger, AsyncSoftHsm(soft), pvk, Metrics(),
                         PipelineSettings())
     profile = get_profile("ascii")
     atm = AtmClient(AtmConfig(terminal_id="ATM00001", acquirer_id="654321", tpk_hex=TPK_HEX))

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 from hsm.errors import HsmError
 from hsm.interface import Hsm
@@ -45,7 +46,6 @@ from ledger.model import (
     ReversalOp,
     TerminalRecord,
 )
-from ledger.store import Ledger
 from messages.codec import IsoMessage
 from messages.errors import CardNumberError, FieldError
 from messages.fields import AccountType, AdditionalAmount, AmountType, OriginalData, TxnType
@@ -192,8 +192,26 @@ class Outcome_:
     mac_key: str | None = None  # wrapped TAK: the response is MACed under it
 
 
+class LedgerService(Protocol):
+    """What the pipeline asks of the ledger (:class:`ledger.store.Ledger` in the
+    switch; the request-path benchmark answers from memory)."""
+
+    async def terminal(self, terminal_id: str) -> TerminalRecord | None: ...
+
+    async def card_by_pan(self, pan: str) -> CardRecord | None: ...
+
+    async def authorize(self, op: Operation) -> Result: ...
+
+    async def reverse(self, op: ReversalOp) -> Result: ...
+
+    async def stored_answer(self, op: Operation) -> Result | None: ...
+
+    async def set_terminal_key(self, terminal_id: str, usage: str,
+                               wrapped_text: str) -> None: ...
+
+
 class Pipeline:
-    def __init__(self, ledger: Ledger, hsm: Hsm, pvk: WrappedKey, metrics: Metrics,
+    def __init__(self, ledger: LedgerService, hsm: Hsm, pvk: WrappedKey, metrics: Metrics,
                  settings: PipelineSettings) -> None:
         self._ledger = ledger
         self._hsm = hsm

@@ -90,7 +90,15 @@ in_flight_max_per_connection = 1
 
 
 @pytest.fixture(scope="module")
-def switch_proc(pg_server: EmbeddedPostgres, template_db: str,
+def switch_form() -> str:
+    """The form of the switch's compiled modules: "compiled" (as installed) or
+    "source" (ATM_SWITCH_PURE_PYTHON=1). A module that overrides this fixture with
+    both runs its tests against each (test_flows.py)."""
+    return "compiled"
+
+
+@pytest.fixture(scope="module")
+def switch_proc(pg_server: EmbeddedPostgres, template_db: str, switch_form: str,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwitchProcess]:
     workdir = tmp_path_factory.mktemp("switch")
     dsn = new_database(pg_server, template_db)
@@ -99,7 +107,8 @@ def switch_proc(pg_server: EmbeddedPostgres, template_db: str,
     assert result.returncode == 0, result.stderr
     ports = {"binary": free_port(), "tight": free_port()}
     proc = SwitchProcess(dsn=dsn, workdir=workdir, ports=ports,
-                         config_text=config_text(ports["binary"], ports["tight"]))
+                         config_text=config_text(ports["binary"], ports["tight"]),
+                         env={"ATM_SWITCH_PURE_PYTHON": "1"} if switch_form == "source" else {})
     proc.start()
     try:
         yield proc

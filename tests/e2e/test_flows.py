@@ -22,6 +22,25 @@ from tests.e2e.harness import TPK, SwitchProcess, run_cli
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module", params=["compiled", "source"])
+def switch_form(request: pytest.FixtureRequest) -> str:
+    """Every flow against the switch in each form of its compiled modules (see
+    messages.compiled): the pipeline and the ledger client answer alike in both."""
+    return str(request.param)
+
+
+def test_the_switch_runs_the_form_asked_for(switch_proc: SwitchProcess,
+                                            switch_form: str) -> None:
+    from messages.compiled import state
+
+    line = next(line for line in switch_proc.log_path.read_text(encoding="utf-8").splitlines()
+                if "compiled modules" in line)
+    if switch_form == "source":
+        assert "pure Python (ATM_SWITCH_PURE_PYTHON is set)" in line
+    elif state() == "compiled (mypyc)":  # compiled at install, as in this process
+        assert "compiled (mypyc)" in line and "pure Python" not in line
+
+
 def card(n: int, expiry: str = "3012") -> CardData:
     return CardData(pan=demo_pan(n), expiry=expiry)
 
