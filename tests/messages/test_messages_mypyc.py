@@ -37,7 +37,7 @@ from msg_strategies import (
 )
 
 import messages
-from messages import codec, compiled, fields, framing, mti, views
+from messages import codec, compiled, framing, mti, views
 from messages.codec import IsoMessage
 from messages.errors import MessageError
 from messages.profiles import ASCII, BINARY, Profile
