@@ -8,10 +8,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit bench bench-quick clean
 
-# Installing compiles the per-request modules of messages, ledger and switch
-# (setup.py, messages/compiled.py), so a change to one of those packages installs
-# again (about 60 s).
-$(STAMP): pyproject.toml setup.py $(wildcard messages/*.py ledger/*.py switch/*.py)
+# Installing compiles the codec's hot modules (setup.py, messages/compiled.py), so
+# any change to the messages package installs again (about 25 s).
+$(STAMP): pyproject.toml setup.py $(wildcard messages/*.py)
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "atm-switch needs Python 3.11+"'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -136,7 +136,7 @@ def markdown_summary(results: dict[str, Any]) -> str:
         f"Machine: {results['machine'].get('cpus')} CPUs "
         f"({results['machine'].get('model_name', 'unknown model')}), "
         f"commit {results.get('commit') or 'unknown'}; mode: {results.get('profile')}; "
-        f"Compiled modules (codec, ledger client, pipeline): {results.get('codec') or 'unknown'}."
+        f"ISO 8583 codec: {results.get('codec') or 'unknown'}."
         + _pg_settings_text(results) + _wal_warm_text(results) + _card_cache_text(results),
         "",
         f"**Headline (closed loop, {results['clients']} ATMs):** "

@@ -10,9 +10,3 @@ index), ``pool`` (the hot path's connection pool). See docs/LEDGER.md.
 Exceptions: everything raised on purpose derives from
 :class:`ledger.errors.LedgerError`; asyncpg errors never leave this package.
 """
-
-# Before any of its modules is imported: decides whether the compiled modules or
-# their sources are loaded (see messages.compiled).
-from messages.compiled import guard as _guard
-
-_guard(__name__, __file__)

@@ -369,10 +369,6 @@ class Ledger:
         self._on_retry = on_retry
         self._clock = clock
         self._card_locks = [asyncio.Lock() for _ in range(CARD_LOCK_STRIPES)]
-        # Every lookup's statement goes through this attribute, so a test can hold one
-        # back or count them: a compiled class's methods cannot be replaced on an
-        # instance (messages.compiled), its attributes can.
-        self._read_many: Callable[..., Awaitable[list[asyncpg.Record]]] = self._fetch_rows
         self._batcher = AuthorizeBatcher(
             self._authorize_many, self._apply_one,
             batch_max=settings.batch_max, lanes=settings.batch_lanes, on_batch=on_batch,
@@ -843,7 +839,7 @@ class Ledger:
         rows = await self._read_many(sql, *args)
         return rows[0] if rows else None
 
-    async def _fetch_rows(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+    async def _read_many(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         """Every row of a lookup at READ COMMITTED (see _read)."""
         try:
             if self._read_pool is not None:

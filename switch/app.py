@@ -21,7 +21,7 @@ from ledger.embedded import EmbeddedPostgres
 from ledger.errors import LedgerError, SchemaOutdated
 from ledger.migrations import schema_is_current, upgrade
 from ledger.store import Ledger
-from messages.compiled import state as compiled_state
+from messages.compiled import state as codec_state
 from switch.config import SwitchConfig
 from switch.heap import GcPauseWatch, freeze_long_lived
 from switch.keys import Secrets, load_secrets, warn_if_demo
@@ -143,7 +143,7 @@ class SwitchApp:
         for host, port in self.bound:
             log.info("listening for ATMs on %s:%d", host, port)
         log.info("metrics on http://%s:%d/metrics", *self.metrics_bound)
-        log.info("compiled modules (codec, ledger client, pipeline): %s", compiled_state())
+        log.info("ISO 8583 codec: %s", codec_state())
         freeze_long_lived()  # start-up is done (switch.heap)
         self._gc_watch = GcPauseWatch(self.metrics.observe_gc_pause)
         self._gc_watch.install()

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module", params=["compiled", "source"])
 def switch_form(request: pytest.FixtureRequest) -> str:
     """Every flow against the switch in each form of its compiled modules (see
-    messages.compiled): the pipeline and the ledger client answer alike in both."""
+    messages.compiled): the codec and views answer alike in both, end to end."""
     return str(request.param)
 
 
@@ -34,7 +34,7 @@ def test_the_switch_runs_the_form_asked_for(switch_proc: SwitchProcess,
     from messages.compiled import state
 
     line = next(line for line in switch_proc.log_path.read_text(encoding="utf-8").splitlines()
-                if "compiled modules" in line)
+                if "ISO 8583 codec" in line)
     if switch_form == "source":
         assert "pure Python (ATM_SWITCH_PURE_PYTHON is set)" in line
     elif state() == "compiled (mypyc)":  # compiled at install, as in this process

@@ -92,3 +92,22 @@ async def test_embedded_server_when_nothing_is_configured(
             server.stop(mode="immediate")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_provisioning_transactions_that_fail_together_each_get_their_error(
+        ledger: Ledger) -> None:
+    # Cards provisioned at once conflict (SERIALIZABLE) and are retried, and statements
+    # that fail at once each raise their own error: none is lost on the way out of
+    # its transaction. (A build that compiled this module with mypyc lost them: the
+    # tasks never finished. See BENCHMARKS.md, 2026-12-05.)
+    cards = await asyncio.wait_for(
+        asyncio.gather(*(provision_card(ledger, n) for n in range(400, 408))), 60)
+    assert len(set(cards)) == 8
+
+    async def divide_by_zero(conn: asyncpg.Connection) -> None:
+        await conn.execute("SELECT 1/0")
+
+    failed = await asyncio.wait_for(asyncio.gather(
+        *(ledger._transaction(divide_by_zero) for _ in range(4)), return_exceptions=True), 30)
+    assert [type(e).__name__ for e in failed] == ["LedgerError"] * 4
+    assert all("22012" in str(e) for e in failed)
