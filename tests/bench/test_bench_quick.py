@@ -136,3 +136,22 @@ def test_a_run_stopped_by_sigterm_leaves_no_switch_or_postgresql_running(
         time.sleep(0.2)
     assert _started_by(str(state)) == []
     assert not (tmp_path / "results" / "latest.json").exists()
+
+
+@pytest.mark.slow
+def test_the_ledger_only_benchmark_runs_and_leaves_the_ledger_clean(tmp_path: Path) -> None:
+    # `python -m benchmarks.ledger_bench` provisions its cards several at a time,
+    # then drives withdrawals at 8 and 32 clients next to pgbench -N. Its
+    # provisioning is how a build that lost exceptions in compiled coroutines was
+    # found (BENCHMARKS.md, 2026-12-05): it hung there. Speed is not asserted.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ledger_bench", "--duration-s", "1",
+         "--cards", "50", "--pgbench-scale", "1", "--data-dir", str(tmp_path / "pg")],
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["verifier_clean"] is True
+    for clients in (8, 32):
+        assert result[f"ledger_tps_c{clients}"] > 0
+        assert result[f"pgbench_tps_c{clients}"] > 0
+        assert result[f"declined_c{clients}"] == 0
