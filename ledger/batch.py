@@ -19,7 +19,7 @@ not everything that arrives behind it until a full batch has gathered.
 
 What it keeps: the operations are decided as if each were one call of
 ``ledger_authorize`` under SERIALIZABLE, several in one transaction, in arrival
-order (``ledger_authorize_batch``, migrations 0012 and 0015, decides runs of plain
+order (``ledger_authorize_batch``, migrations 0012, 0015, 0016, decides runs of plain
 ones set-wise and holds to that); a later operation sees the earlier ones' writes
 (two requests with the same key replay, two on one card see each other's
 debits). All commit or none does. The caller's results are only released after

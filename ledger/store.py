@@ -91,7 +91,7 @@ REVERSAL_KIND = -1
 REVERSAL_ADVICE_KIND = -2
 # Group commit (ledger.batch): the batch's operations in arrival order, in one
 # statement and so one SERIALIZABLE transaction. ledger_authorize_batch (migration
-# 0012, 0015) decides and posts runs of plain withdrawals and balance inquiries in
+# 0012, 0015, 0016) decides and posts runs of plain withdrawals and balance inquiries in
 # one statement per run and calls ledger_authorize or ledger_reverse (a row of kind
 # REVERSAL_KIND/REVERSAL_ADVICE_KIND) for every other operation, after its run's
 # statement and in arrival order with what that statement deferred; it returns one

@@ -24,6 +24,7 @@ from messages.fields import luhn_complete
 DATA_KEY = bytes(range(32))
 CURRENCY = "840"
 TERMINAL = "ATM00001"
+TERMINAL_TPK = "TPK-TEXT"   # the PIN key (wrapped-key text) provision_terminal stores
 ACQUIRER = "123456"
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 TRANSMISSION_DT = "1124120000"
@@ -59,14 +60,14 @@ def withdrawal(card_id: int, amount: int, *, key: IdempotencyKey | None = None,
                kind: OpKind = OpKind.WITHDRAWAL, rrn: str | None = None,
                terminal: str = TERMINAL, currency: str = CURRENCY,
                to_account: str = "00", original: OriginalRef | None = None,
-               pin_tries_max: int = 3) -> Operation:
+               pin_tries_max: int = 3, pin_key: str | None = None) -> Operation:
     key = key or next_key(terminal)
     return Operation(
         kind=kind, key=key, card_id=card_id,
         request_digest=digest(card_id, kind, amount, account, to_account),
         from_account_type=account, to_account_type=to_account, amount=amount,
         currency=currency, rrn=rrn or key.stan.rjust(12, "0"), pin_check=pin,  # type: ignore[arg-type]
-        pin_tries_max=pin_tries_max, original=original, fee=fee)
+        pin_tries_max=pin_tries_max, original=original, fee=fee, pin_key=pin_key)
 
 
 def reversal(original: IdempotencyKey | None, *, dispensed: int | None = None,
@@ -82,7 +83,7 @@ async def provision_terminal(ledger: Ledger, terminal: str = TERMINAL,
                              cash: int = 10_000_000) -> None:
     await ledger.upsert_terminal(TerminalSpec(
         terminal_id=terminal, acquirer_id=ACQUIRER, currency=CURRENCY, cash_opening=cash,
-        tpk="TPK-TEXT", sign_on_required=False))
+        tpk=TERMINAL_TPK, sign_on_required=False))
 
 
 async def provision_card(ledger: Ledger, n: int, *, balance: int = 100_000,

@@ -239,8 +239,8 @@ async def test_group_commits_report_their_set_wise_operations(fresh_dsn: str,
                withdrawal(cards[5], 100)]
         results = await asyncio.gather(*(ledger.authorize(op) for op in ops))
         assert sizes == [1, 5]   # the first alone, the other five in one statement
-        # One run of four plain ones with the wrong PIN inside it as a call (0015).
-        assert set_wise == [4]
+        # One run of five plain ones, the wrong PIN among them (0016).
+        assert set_wise == [5]
         assert [r.outcome for r in results] == [Outcome.APPROVED] * 4 + [
             Outcome.PIN_WRONG, Outcome.APPROVED]
         assert all(r.authorization_id for r in results)

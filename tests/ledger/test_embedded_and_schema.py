@@ -175,6 +175,9 @@ def _batch_source(dsn: str) -> str:
 def test_calls_stay_inside_a_run_and_that_downgrades(fresh_dsn: str) -> None:
     current = _batch_source(fresh_dsn)
     assert "v_calls" in current and "x_conflict" in current, "0015's run keeps its calls"
+    assert "t_tpk" in current, "0016's statement decides wrong PINs"
+    command.downgrade(alembic_config(fresh_dsn), "0015")
+    assert "t_tpk" not in _batch_source(fresh_dsn), "0015 calls for wrong PINs"
     command.downgrade(alembic_config(fresh_dsn), "0014")
     assert "v_calls" not in _batch_source(fresh_dsn), "0012's run ends at a call"
     upgrade(fresh_dsn)

@@ -25,6 +25,7 @@ from ledger_helpers import (
     CURRENCY,
     DATA_KEY,
     TERMINAL,
+    TERMINAL_TPK,
     pan_for,
     provision_card,
     provision_terminal,
@@ -147,7 +148,7 @@ def batches(draw: st.DrawFn, bank: Bank) -> list[Operation | ReversalOp]:
     for _ in range(draw(st.integers(2, 12))):
         shape = draw(st.sampled_from(
             ["plain"] * 8 + ["repeat"] * 2
-            + ["wrong_pin", "fee", "deposit", "hold", "reversal", "tombstoned"]))
+            + ["wrong_pin"] * 2 + ["fee", "deposit", "hold", "reversal", "tombstoned"]))
         terminal = draw(st.sampled_from([TERMINAL] * 5 + [INACTIVE, EURO_ATM, UNKNOWN_ATM]))
         # The joint account's two cards come often, so runs hold both.
         card = draw(st.sampled_from([*bank.cards, UNKNOWN_CARD, *bank.cards[-2:] * 3]))
@@ -174,6 +175,8 @@ def batches(draw: st.DrawFn, bank: Bank) -> list[Operation | ReversalOp]:
         ops.append(withdrawal(
             card, amount, kind=kind, account=account, terminal=terminal,
             pin="wrong" if shape == "wrong_pin" else draw(st.sampled_from(["ok", "ok", "none"])),
+            # Verified under the terminal's key, an older one, or a key not given.
+            pin_key=draw(st.sampled_from([TERMINAL_TPK, TERMINAL_TPK, "TPK-OLD", None])),
             fee=100 if shape == "fee" else 0,
             rrn=TOMBSTONED_RRN if shape == "tombstoned" else None))
     return ops
@@ -269,11 +272,11 @@ def test_rows_that_share_a_card_account_or_key_keep_their_order(fresh_dsn: str) 
             withdrawal(card, 100, rrn=TOMBSTONED_RRN), withdrawal(UNKNOWN_CARD, 10),
             withdrawal(joint, 1_000), withdrawal(other, 0, kind=OpKind.BALANCE_INQUIRY),
             reversal(first.key), withdrawal(joint, 500)])
-        # Set-wise: the first five, the withdrawal after the wrong PIN (the wrong PIN is
-        # a call inside the run, 0015), the late original and the unknown card. A plain
-        # card or key seen again ends a run; a shared account, a stored key and a card a
-        # call of the run touches are deferred; what is not plain goes one call each.
-        assert [n for n, flag in enumerate(flags, 1) if flag] == [1, 2, 3, 4, 5, 9, 17, 18]
+        # Set-wise: the first five, the wrong PIN (plain since 0016) and the withdrawal
+        # after it, the late original and the unknown card. A plain card or key seen
+        # again ends a run; a shared account, a stored key and a card a call of the run
+        # touches are deferred; what is not plain goes one call each.
+        assert [n for n, flag in enumerate(flags, 1) if flag] == [1, 2, 3, 4, 5, 8, 9, 17, 18]
 
     _with_bank(fresh_dsn, check)
 
@@ -329,6 +332,37 @@ def test_a_plain_operation_on_the_card_a_reversal_gives_its_day_back_is_deferred
     _with_bank(fresh_dsn, check)
 
 
+def test_wrong_pins_are_decided_in_the_run_s_statement(fresh_dsn: str) -> None:
+    def check(bank: Bank) -> None:
+        counted, stale = bank.cards[0], bank.cards[1]
+        last_try, exhausted = bank.cards[5], bank.cards[6]   # PIN tries 2 and 3 of 3
+        ops = [withdrawal(bank.cards[2], 100),
+               withdrawal(counted, 100, pin="wrong", pin_key=TERMINAL_TPK),
+               # Verified under a key the terminal no longer has: nothing written.
+               withdrawal(stale, 0, kind=OpKind.BALANCE_INQUIRY, pin="wrong",
+                          pin_key="TPK-OLD"),
+               withdrawal(last_try, 100, pin="wrong", pin_key=TERMINAL_TPK),
+               withdrawal(exhausted, 100, pin="wrong"),
+               withdrawal(bank.cards[4], 100, pin="wrong")]   # expired: decided before
+        assert _same_both_ways(bank, ops) == [True] * len(ops)
+        # Again, committed this time, to look at what it wrote.
+        rows = bank.run(bank.conn.fetch(_AUTHORIZE_MANY_SQL, *batch_columns(
+            [bank.ledger.operation_args(op) for op in ops])))
+        assert [row["o_outcome"] for row in rows] == [0, 110, 105, 100, 100, 70]
+        assert rows[2]["o_auth_id"] is None and rows[2]["o_ledger_balance"] is None
+        assert rows[1]["o_ledger_balance"] is not None, "a counted try answers balances"
+        tries = dict(bank.run(bank.conn.fetch(
+            "SELECT id, pin_tries FROM cards WHERE id = ANY ($1)",
+            [counted, stale, last_try, exhausted])))
+        assert tries == {counted: 1, stale: 0, last_try: 3, exhausted: 3}
+        stored = bank.run(bank.conn.fetchval(
+            "SELECT count(*) FROM authorizations WHERE key = $1",
+            bank.ledger.operation_args(ops[2])[1]))
+        assert stored == 0, "a stale key's answer is not stored"
+
+    _with_bank(fresh_dsn, check)
+
+
 def test_set_wise_batches_answer_and_write_as_one_call_per_operation(fresh_dsn: str) -> None:
     _with_bank(fresh_dsn, _check_batches)
 
@@ -351,9 +385,9 @@ def _check_batches(bank: Bank) -> None:
 
 
 def _plain(row: tuple[Any, ...]) -> bool:
-    kind, amount, fee, pin_check = row[0], row[7], row[9], row[11]
+    kind, amount, fee = row[0], row[7], row[9]
     return (kind == OpKind.BALANCE_INQUIRY or (kind == OpKind.WITHDRAWAL and amount > 0)) \
-        and fee == 0 and pin_check != "wrong"
+        and fee == 0
 
 
 def _call(row: tuple[Any, ...]) -> tuple[str, ...]:
