@@ -248,6 +248,34 @@ async def test_group_commits_report_their_set_wise_operations(fresh_dsn: str,
         await ledger.close()
 
 
+async def test_an_operation_waits_only_for_its_own_card(fresh_dsn: str, clock: Clock) -> None:
+    sizes: list[int] = []
+    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
+                               batch_lanes=1, on_batch=sizes.append)
+    try:
+        await provision_terminal(ledger)
+        # Card ids 1,024 apart shared a lock stripe before: they no longer wait.
+        cards = [await provision_card(ledger, n) for n in range(60, 62)]
+        conn = await asyncpg.connect(fresh_dsn)
+        try:
+            await conn.execute("SELECT setval(pg_get_serial_sequence('cards', 'id'), $1)",
+                               cards[0] + 1023)
+        finally:
+            await conn.close()
+        cards.append(await provision_card(ledger, 62))
+        assert cards[2] == cards[0] + 1024
+        ops = [withdrawal(cards[0], 100), withdrawal(cards[1], 100),
+               withdrawal(cards[0], 200), withdrawal(cards[2], 100)]
+        results = await asyncio.gather(*(ledger.authorize(op) for op in ops))
+        # The first alone; then the other cards together; the first card's second
+        # operation only after its first one's commit.
+        assert sizes == [1, 2, 1]
+        assert [r.outcome for r in results] == [Outcome.APPROVED] * 4
+        assert ledger._card_locks == {}, "no lock is kept once its card is idle"
+    finally:
+        await ledger.close()
+
+
 async def test_card_lookups_in_flight_together_share_a_statement(
         ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     cards = {n: await provision_card(ledger, n, savings=5_000) for n in range(70, 90)}
