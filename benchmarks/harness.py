@@ -60,6 +60,7 @@ from benchmarks.probes import (
     counter_delta,
     cpu_delta,
     histogram_means,
+    ledger_functions,
     postmaster_pid,
     scrape,
     wal_flush,
@@ -84,8 +85,11 @@ WAL_SEGMENTS_MAX = 128   # the harness's server keeps 2 GB (min_wal_size): no mo
 # checkpoint for WAL volume within a run (max_wal_size): every phase then runs
 # between checkpoints on recycled files, as the first ones always did, instead of
 # the last ones paying for a checkpoint's full-page images and for new WAL files
-# (BENCHMARKS, item 15). --pg-set overrides either.
-BENCH_PG_SETTINGS = (("min_wal_size", "2GB"), ("max_wal_size", "8GB"))
+# (BENCHMARKS, item 15). The server also times the ledger's PL/pgSQL functions
+# (track_functions), so every phase reports what PostgreSQL spent per group commit and
+# per call (`ledger_functions`). --pg-set overrides any of them.
+BENCH_PG_SETTINGS = (("min_wal_size", "2GB"), ("max_wal_size", "8GB"),
+                     ("track_functions", "pl"))
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -555,6 +559,8 @@ def _phase_record(ctx: Context, name: str, group: str, mode: str, clients: int,
         # The server's WAL flushes in the window (PostgreSQL's own timing): every
         # commit waits for one, so a disk slower than usual shows here.
         "wal_flush": wal_flush(cpu, completed),
+        # PostgreSQL's time in the ledger's functions in the window (track_functions).
+        "ledger_functions": ledger_functions(cpu, completed),
         "cpu_bound_tps_estimate": _cpu_bound_tps(cpu, merged["loadgen_cpu_s"], completed,
                                                  ctx.args.workers),
         "throughput_per_s": merged["per_second"][: int(duration) + 1],

@@ -204,8 +204,14 @@ def postmaster_pid(pgdata: Path) -> int | None:
 
 # What `database_counters` reads. The WAL keys are cluster-wide: in pgbench's window
 # they are pgbench's flushes, in a phase's the ledger's.
+# The ledger's functions whose time `ledger_functions` reports (track_functions).
+LEDGER_FUNCTIONS = {"batch": "ledger_authorize_batch", "authorize": "ledger_authorize",
+                    "reverse": "ledger_reverse"}
+_FUNCTION_KEYS = tuple(f"fn_{short}_{what}" for short in LEDGER_FUNCTIONS
+                       for what in ("calls", "ms", "self_ms"))
 DATABASE_KEYS = ("ledger_transactions", "wal_syncs", "wal_sync_ms", "wal_writes",
-                 "wal_write_ms", "wal_inits", "wal_bytes", "wal_fpi", "checkpoints")
+                 "wal_write_ms", "wal_inits", "wal_bytes", "wal_fpi", "checkpoints",
+                 *_FUNCTION_KEYS)
 _TRANSACTIONS_SQL = ("SELECT xact_commit + xact_rollback FROM pg_stat_database "
                      "WHERE datname = current_database()")
 # pg_stat_io counts WAL I/O from PostgreSQL 18 on; its times only with
@@ -221,6 +227,11 @@ _WAL_IO_SQL = ("SELECT sum(fsyncs)::float8, sum(fsync_time)::float8, "
 _WAL_VOLUME_SQL = ("SELECT w.wal_bytes::float8, w.wal_fpi::float8, "
                    "(c.num_timed + c.num_requested)::float8 "
                    "FROM pg_stat_wal w, pg_stat_checkpointer c")
+
+
+_FUNCTIONS_SQL = ("SELECT funcname, sum(calls)::float8, sum(total_time)::float8, "
+                  "sum(self_time)::float8 FROM pg_stat_user_functions "
+                  "WHERE funcname = ANY (%s) GROUP BY funcname")
 
 
 def database_counters(dsn: str) -> dict[str, float | None]:
@@ -242,6 +253,17 @@ def database_counters(dsn: str) -> dict[str, float | None]:
                 volume = conn.execute(_WAL_VOLUME_SQL).fetchone()
             except psycopg.Error:  # an older server: no WAL figures
                 wal = volume = None
+            if conn.execute("SELECT current_setting('track_functions')").fetchone() \
+                    in (("pl",), ("all",)):
+                for short in LEDGER_FUNCTIONS:   # a function never called has no row: 0
+                    out.update(dict.fromkeys((f"fn_{short}_calls", f"fn_{short}_ms",
+                                              f"fn_{short}_self_ms"), 0.0))
+                short_of = {name: short for short, name in LEDGER_FUNCTIONS.items()}
+                for name, calls, total_ms, self_ms in conn.execute(
+                        _FUNCTIONS_SQL, (list(LEDGER_FUNCTIONS.values()),)).fetchall():
+                    short = short_of[name]
+                    out[f"fn_{short}_calls"], out[f"fn_{short}_ms"] = calls, total_ms
+                    out[f"fn_{short}_self_ms"] = self_ms
     except psycopg.Error:
         return out
     if wal is not None and wal[0] is not None:
@@ -279,6 +301,35 @@ def wal_flush(delta: dict[str, float | None], completed: int) -> dict[str, float
         "segment_init_writes": None if inits is None else round(inits),
         "checkpoints": None if checkpoints is None else round(checkpoints),
     }
+
+
+def ledger_functions(delta: dict[str, float | None], completed: int
+                     ) -> dict[str, float | None] | None:
+    """PostgreSQL's time in the ledger's functions over a window, from a `CpuProbe`
+    delta: group commits (``ledger_authorize_batch`` calls) per authorization, the
+    milliseconds of one (and of that its own, without the calls it makes), and the
+    calls of ``ledger_reverse`` and ``ledger_authorize`` per group commit with the
+    milliseconds of one. None when the server did not time them (track_functions off)."""
+    commits = delta.get("fn_batch_calls")
+    if commits is None:
+        return None
+
+    def per(ms_key: str, calls: float | None) -> float | None:
+        ms = delta.get(ms_key)
+        return None if ms is None or not calls else round(ms / calls, 4)
+
+    out: dict[str, float | None] = {
+        "commits": round(commits),
+        "commits_per_auth": round(commits / completed, 4) if completed else None,
+        "commit_ms": per("fn_batch_ms", commits),
+        "commit_self_ms": per("fn_batch_self_ms", commits),
+    }
+    for short in ("reverse", "authorize"):
+        calls = delta.get(f"fn_{short}_calls")
+        out[f"{short}_calls_per_commit"] = (None if calls is None or not commits
+                                            else round(calls / commits, 3))
+        out[f"{short}_ms"] = per(f"fn_{short}_ms", calls)
+    return out
 
 
 @dataclass

@@ -225,6 +225,13 @@ def markdown_summary(results: dict[str, Any]) -> str:
         lines += ["", "WAL flushes in each window (PostgreSQL's own timing, `pg_stat_io`; every "
                       "commit waits for one, so a disk slower than usual shows here first):", ""]
         lines += [f"- {name}: {text}" for name, text in flushes]
+    functions = [(ph["name"], text) for ph in results["phases"]
+                 if (text := ledger_functions_text(ph))]
+    if functions:
+        lines += ["", "PostgreSQL's time in the ledger's functions in each window "
+                      "(`track_functions`; the group commit's cycle is this, its WAL flush "
+                      "and the switch's answers):", ""]
+        lines += [f"- {name}: {text}" for name, text in functions]
     verdict = "clean" if results["verify_ok"] else "FAILED"
     lines += ["", f"Ledger verify after the run: **{verdict}**."]
     return "\n".join(lines) + "\n"
@@ -309,6 +316,27 @@ def wal_flush_text(ph: dict[str, Any]) -> str:
     pgbench = one((ph.get("pgbench") or {}).get("wal_flush"), "transaction")
     if text and pgbench:
         return f"{text}; pgbench -N's window: {pgbench}"
+    return text
+
+
+def ledger_functions_text(ph: dict[str, Any]) -> str:
+    """"9,536 group commits, 1.090 ms each (0.983 ms its own); ledger_reverse 0.830 a
+    commit, 0.128 ms each; ledger_authorize 0.050 a commit, 0.227 ms each"; "" when the
+    phase has no such figures."""
+    fn = ph.get("ledger_functions")
+    if not fn or not fn.get("commits"):
+        return ""
+    text = f"{fn['commits']:,} group commits"
+    if fn.get("commit_ms") is not None:
+        text += f", {fn['commit_ms']:.3f} ms each"
+        if fn.get("commit_self_ms") is not None:
+            text += f" ({fn['commit_self_ms']:.3f} ms its own)"
+    for short in ("reverse", "authorize"):
+        calls, ms = fn.get(f"{short}_calls_per_commit"), fn.get(f"{short}_ms")
+        if calls:
+            text += f"; ledger_{short} {calls:.3f} a commit"
+            if ms is not None:
+                text += f", {ms:.3f} ms each"
     return text
 
 

@@ -61,6 +61,10 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
         flush = phase["wal_flush"]
         assert flush["syncs"] > 0 and flush["sync_ms_mean"] > 0, (phase["name"], flush)
         assert flush["bytes_per_auth"] > 0 and flush["segment_init_writes"] is not None
+        if phase["mode"] == "closed":
+            # PostgreSQL timed the group commits (track_functions, the harness's default).
+            functions = phase["ledger_functions"]
+            assert functions["commits"] > 0 and functions["commit_ms"] > 0, functions
         codes = {code for per_op in phase["codes"].values() for code in per_op}
         assert codes <= {"00", "51", "55"}, (phase["name"], codes)
     assert {ph["mode"] for ph in results["phases"]} == {"closed", "open"}
@@ -85,6 +89,7 @@ def test_quick_benchmark_run_is_correct(tmp_path: Path) -> None:
     summary = (out / "latest.md").read_text(encoding="utf-8")
     assert summary.startswith("# atm-switch benchmark")
     assert "WAL flushes in each window" in summary
+    assert "PostgreSQL's time in the ledger's functions" in summary
     assert len(list(out.glob("run-*.json"))) == 1
     # Nothing printed may carry a benchmark card number in clear.
     assert "499999000" not in done.stderr + done.stdout

@@ -19,6 +19,7 @@ from benchmarks.probes import (
     counter_delta,
     cpu_delta,
     histogram_means,
+    ledger_functions,
     machine_cpu_s,
     parse_counters,
     wal_flush,
@@ -504,10 +505,12 @@ def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
     assert settings().pg_settings == ()
     chosen = settings("--pg-set", "shared_preload_libraries=pg_stat_statements,auto_explain",
                       "--pg-set", "auto_explain.log_min_duration = 300ms")
-    # The harness's own WAL room, then what the run asks for (which may override it).
-    assert settings().pg_settings_dict == {"min_wal_size": "2GB", "max_wal_size": "8GB"}
+    # The harness's own WAL room and function timing, then what the run asks for
+    # (which may override them).
+    assert settings().pg_settings_dict == {"min_wal_size": "2GB", "max_wal_size": "8GB",
+                                           "track_functions": "pl"}
     assert chosen.pg_settings_dict == {
-        "min_wal_size": "2GB", "max_wal_size": "8GB",
+        "min_wal_size": "2GB", "max_wal_size": "8GB", "track_functions": "pl",
         "shared_preload_libraries": "pg_stat_statements,auto_explain",
         "auto_explain.log_min_duration": "300ms"}
     assert settings("--pg-set", "max_wal_size=4GB").pg_settings_dict["max_wal_size"] == "4GB"
@@ -524,7 +527,8 @@ def test_pg_settings_for_a_diagnosis_are_checked_and_reported() -> None:
     assert ("PostgreSQL parameters set for this run on top of the project's: "
             "`auto_explain.log_min_duration = 300ms`, `max_wal_size = 8GB`, "
             "`min_wal_size = 2GB`, "
-            "`shared_preload_libraries = pg_stat_statements,auto_explain`."
+            "`shared_preload_libraries = pg_stat_statements,auto_explain`, "
+            "`track_functions = pl`."
             in report.markdown_summary(results))
 
 
@@ -732,6 +736,34 @@ def test_a_windows_wal_flushes_come_from_the_probe_delta_and_say_what_is_unknown
         "syncs": 0, "syncs_per_auth": None, "sync_ms_mean": None, "write_ms_mean": None,
         "bytes_per_auth": None, "fpi_per_auth": None, "segment_init_writes": None,
         "checkpoints": None}
+
+
+def test_a_windows_ledger_function_times_come_from_the_probe_delta() -> None:
+    before = {"fn_batch_calls": 100.0, "fn_batch_ms": 110.0, "fn_batch_self_ms": 95.0,
+              "fn_reverse_calls": 80.0, "fn_reverse_ms": 10.0, "fn_reverse_self_ms": 10.0,
+              "fn_authorize_calls": 5.0, "fn_authorize_ms": 1.0,
+              "fn_authorize_self_ms": 1.0}
+    after = {"fn_batch_calls": 1100.0, "fn_batch_ms": 1210.0, "fn_batch_self_ms": 1095.0,
+             "fn_reverse_calls": 880.0, "fn_reverse_ms": 110.0, "fn_reverse_self_ms": 110.0,
+             "fn_authorize_calls": 55.0, "fn_authorize_ms": 11.0,
+             "fn_authorize_self_ms": 11.0}
+    # 1,000 group commits for 16,000 authorizations took 1,100 ms (1,000 of it their
+    # own); 800 reversal calls 100 ms; 50 single calls 10 ms.
+    assert ledger_functions(cpu_delta(before, after), 16_000) == {
+        "commits": 1000, "commits_per_auth": 0.0625, "commit_ms": 1.1,
+        "commit_self_ms": 1.0, "reverse_calls_per_commit": 0.8, "reverse_ms": 0.125,
+        "authorize_calls_per_commit": 0.05, "authorize_ms": 0.2}
+    # Not timed (track_functions off, or no database): nothing to say.
+    assert ledger_functions(cpu_delta(before, {**after, "fn_batch_calls": None}), 10) is None
+    # No group commit in the window (every operation alone): no per-commit figures.
+    idle = ledger_functions({k: 0.0 for k in after}, 0)
+    assert idle is not None and idle["commits"] == 0 and idle["commit_ms"] is None
+    assert report.ledger_functions_text({"ledger_functions": idle}) == ""
+    text = report.ledger_functions_text(
+        {"ledger_functions": ledger_functions(cpu_delta(before, after), 16_000)})
+    assert text == ("1,000 group commits, 1.100 ms each (1.000 ms its own); "
+                    "ledger_reverse 0.800 a commit, 0.125 ms each; "
+                    "ledger_authorize 0.050 a commit, 0.200 ms each")
 
 
 def test_the_summary_lists_each_windows_wal_flushes_beside_pgbenchs() -> None:
