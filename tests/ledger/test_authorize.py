@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -139,12 +142,21 @@ async def test_a_wrong_pin_under_a_replaced_terminal_key_counts_nothing(ledger: 
         is Outcome.PIN_WRONG
 
 
-async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: Clock) -> None:
-    sizes: list[int] = []
-    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
-                               batch_lanes=1, on_batch=sizes.append)
+@contextlib.asynccontextmanager
+async def _one_lane(dsn: str, clock: Clock, **hooks: Any) -> AsyncIterator[Ledger]:
+    """A ledger with one group-commit lane and the test terminal, closed after."""
+    ledger = await Ledger.open(dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
+                               batch_lanes=1, **hooks)
     try:
         await provision_terminal(ledger)
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: Clock) -> None:
+    sizes: list[int] = []
+    async with _one_lane(fresh_dsn, clock, on_batch=sizes.append) as ledger:
         cards = [await provision_card(ledger, n) for n in range(62, 67)]
         ops = [withdrawal(cards[0], 100),
                replace(withdrawal(cards[1], 100, pin="wrong"), pin_key="TPK-OLD"),
@@ -158,8 +170,6 @@ async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: 
             Outcome.PIN_WRONG]
         tries = [await ledger.card_by_pan(pan_for(n)) for n in range(62, 67)]
         assert [t.pin_tries if t else None for t in tries] == [0, 0, 1, 0, 1]
-    finally:
-        await ledger.close()
 
 
 async def test_a_second_lane_opens_only_for_a_full_batch_by_default(fresh_dsn: str,
@@ -227,11 +237,8 @@ async def test_group_commits_report_their_set_wise_operations(fresh_dsn: str,
                                                               clock: Clock) -> None:
     sizes: list[int] = []
     set_wise: list[int] = []
-    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
-                               batch_lanes=1, on_batch=sizes.append,
-                               on_set_wise=set_wise.append)
-    try:
-        await provision_terminal(ledger)
+    async with _one_lane(fresh_dsn, clock, on_batch=sizes.append,
+                         on_set_wise=set_wise.append) as ledger:
         cards = [await provision_card(ledger, n) for n in range(92, 98)]
         ops = [withdrawal(cards[0], 100), withdrawal(cards[1], 100),
                withdrawal(cards[2], 100, kind=OpKind.BALANCE_INQUIRY),
@@ -244,16 +251,11 @@ async def test_group_commits_report_their_set_wise_operations(fresh_dsn: str,
         assert [r.outcome for r in results] == [Outcome.APPROVED] * 4 + [
             Outcome.PIN_WRONG, Outcome.APPROVED]
         assert all(r.authorization_id for r in results)
-    finally:
-        await ledger.close()
 
 
 async def test_an_operation_waits_only_for_its_own_card(fresh_dsn: str, clock: Clock) -> None:
     sizes: list[int] = []
-    ledger = await Ledger.open(fresh_dsn, data_key=DATA_KEY, pool_size_max=8, clock=clock,
-                               batch_lanes=1, on_batch=sizes.append)
-    try:
-        await provision_terminal(ledger)
+    async with _one_lane(fresh_dsn, clock, on_batch=sizes.append) as ledger:
         # Card ids 1,024 apart shared a lock stripe before: they no longer wait.
         cards = [await provision_card(ledger, n) for n in range(60, 62)]
         conn = await asyncpg.connect(fresh_dsn)
@@ -272,8 +274,6 @@ async def test_an_operation_waits_only_for_its_own_card(fresh_dsn: str, clock: C
         assert sizes == [1, 2, 1]
         assert [r.outcome for r in results] == [Outcome.APPROVED] * 4
         assert ledger._card_locks == {}, "no lock is kept once its card is idle"
-    finally:
-        await ledger.close()
 
 
 async def test_card_lookups_in_flight_together_share_a_statement(
