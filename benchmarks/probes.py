@@ -202,13 +202,15 @@ def postmaster_pid(pgdata: Path) -> int | None:
         return None
 
 
-# What `database_counters` reads. The WAL keys are cluster-wide: in pgbench's window
-# they are pgbench's flushes, in a phase's the ledger's.
-# The ledger's functions whose time `ledger_functions` reports (track_functions).
+# The ledger's functions whose time `ledger_functions` reports (track_functions),
+# by the short name of their keys, and the other way round.
 LEDGER_FUNCTIONS = {"batch": "ledger_authorize_batch", "authorize": "ledger_authorize",
                     "reverse": "ledger_reverse"}
+_SHORT_NAME = {name: short for short, name in LEDGER_FUNCTIONS.items()}
 _FUNCTION_KEYS = tuple(f"fn_{short}_{what}" for short in LEDGER_FUNCTIONS
                        for what in ("calls", "ms", "self_ms"))
+# What `database_counters` reads. The WAL keys are cluster-wide: in pgbench's window
+# they are pgbench's flushes, in a phase's the ledger's.
 DATABASE_KEYS = ("ledger_transactions", "wal_syncs", "wal_sync_ms", "wal_writes",
                  "wal_write_ms", "wal_inits", "wal_bytes", "wal_fpi", "checkpoints",
                  *_FUNCTION_KEYS)
@@ -255,13 +257,11 @@ def database_counters(dsn: str) -> dict[str, float | None]:
                 wal = volume = None
             if conn.execute("SELECT current_setting('track_functions')").fetchone() \
                     in (("pl",), ("all",)):
-                for short in LEDGER_FUNCTIONS:   # a function never called has no row: 0
-                    out.update(dict.fromkeys((f"fn_{short}_calls", f"fn_{short}_ms",
-                                              f"fn_{short}_self_ms"), 0.0))
-                short_of = {name: short for short, name in LEDGER_FUNCTIONS.items()}
+                # A function never called has no row: 0.
+                out.update(dict.fromkeys(_FUNCTION_KEYS, 0.0))
                 for name, calls, total_ms, self_ms in conn.execute(
                         _FUNCTIONS_SQL, (list(LEDGER_FUNCTIONS.values()),)).fetchall():
-                    short = short_of[name]
+                    short = _SHORT_NAME[name]
                     out[f"fn_{short}_calls"], out[f"fn_{short}_ms"] = calls, total_ms
                     out[f"fn_{short}_self_ms"] = self_ms
     except psycopg.Error:

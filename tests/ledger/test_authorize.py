@@ -15,6 +15,7 @@ from ledger_helpers import (
     CURRENCY,
     DATA_KEY,
     TERMINAL,
+    TERMINAL_TPK,
     Clock,
     next_key,
     pan_for,
@@ -123,7 +124,6 @@ async def test_pin_tries_are_counted_in_the_same_round_trip(ledger: Ledger) -> N
 
 
 async def test_a_wrong_pin_under_a_replaced_terminal_key_counts_nothing(ledger: Ledger) -> None:
-    # provision_terminal stores "TPK-TEXT" as the terminal's PIN key.
     card = await provision_card(ledger, 61)
     stale = replace(withdrawal(card, 100, pin="wrong"), pin_key="TPK-BEFORE-KEY-CHANGE")
     result = await ledger.authorize(stale)
@@ -131,7 +131,7 @@ async def test_a_wrong_pin_under_a_replaced_terminal_key_counts_nothing(ledger: 
     record = await ledger.card_by_pan(pan_for(61))
     assert record is not None and record.pin_tries == 0
     # Nothing was recorded under the key: resubmitted under the current key, it applies.
-    assert (await ledger.authorize(replace(stale, pin_key="TPK-TEXT"))).outcome \
+    assert (await ledger.authorize(replace(stale, pin_key=TERMINAL_TPK))).outcome \
         is Outcome.PIN_WRONG
     record = await ledger.card_by_pan(pan_for(61))
     assert record is not None and record.pin_tries == 1
@@ -160,7 +160,7 @@ async def test_the_key_check_holds_inside_a_group_commit(fresh_dsn: str, clock: 
         cards = [await provision_card(ledger, n) for n in range(62, 67)]
         ops = [withdrawal(cards[0], 100),
                replace(withdrawal(cards[1], 100, pin="wrong"), pin_key="TPK-OLD"),
-               replace(withdrawal(cards[2], 100, pin="wrong"), pin_key="TPK-TEXT"),
+               replace(withdrawal(cards[2], 100, pin="wrong"), pin_key=TERMINAL_TPK),
                replace(withdrawal(cards[3], 100), pin_key="TPK-OLD"),
                withdrawal(cards[4], 100, pin="wrong")]
         results = await asyncio.gather(*(ledger.authorize(op) for op in ops))
@@ -395,7 +395,7 @@ async def test_provisioning_is_idempotent_and_pan_is_never_clear(
 async def test_terminal_record_and_key_change(ledger: Ledger) -> None:
     record = await ledger.terminal(TERMINAL)
     assert record is not None
-    assert (record.tpk, record.currency, record.sign_on_required) == ("TPK-TEXT", CURRENCY, False)
+    assert (record.tpk, record.currency, record.sign_on_required) == (TERMINAL_TPK, CURRENCY, False)
     await ledger.set_terminal_key(TERMINAL, "tpk", "NEW-TPK")
     record = await ledger.terminal(TERMINAL)
     assert record is not None and record.tpk == "NEW-TPK"
