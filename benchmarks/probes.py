@@ -30,9 +30,10 @@ COUNTERS = (
 STAGE_HISTOGRAM = "atm_switch_authorization_duration_seconds"
 BATCH_HISTOGRAM = "atm_switch_ledger_batch_operations"
 GC_HISTOGRAM = "atm_switch_gc_pause_seconds"
+COMMIT_HISTOGRAM = "atm_switch_ledger_commit_seconds"
 SET_WISE_COUNTER = "atm_switch_ledger_set_wise_operations_total"
 CACHE_MISSES = "atm_switch_cache_misses_total"
-_HISTOGRAMS = (STAGE_HISTOGRAM, BATCH_HISTOGRAM, GC_HISTOGRAM)
+_HISTOGRAMS = (STAGE_HISTOGRAM, BATCH_HISTOGRAM, GC_HISTOGRAM, COMMIT_HISTOGRAM)
 
 
 def parse_counters(text: str, names: Iterable[str] = COUNTERS) -> dict[str, float]:
@@ -67,7 +68,8 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
     """From a counter delta: mean milliseconds per pipeline stage (`stage_ms`), mean
     operations per group-commit batch (`batch_operations`), the share of those
     operations decided set-wise (`set_wise_share`), the share of card lookups its
-    cache could not answer (`card_miss_share`), the switch's full
+    cache could not answer (`card_miss_share`), the group commits (`commits`) with
+    the mean of their round trips from the switch (`commit_round_trip_ms`), the switch's full
     (generation 2) garbage collections with their mean pause (`gc_full`,
     `gc_full_pause_ms`) and its young ones (generations 0 and 1) with their total
     pause (`gc_young`, `gc_young_pause_ms_total`) over the window."""
@@ -88,6 +90,11 @@ def histogram_means(delta: dict[str, float] | None) -> dict[str, float] | None:
                 means["batch_operations"] = round(total / count, 2)
             if total > 0 and SET_WISE_COUNTER in delta:
                 means["set_wise_share"] = round(delta[SET_WISE_COUNTER] / total, 3)
+        elif name == f"{COMMIT_HISTOGRAM}_sum":
+            count = delta.get(f"{COMMIT_HISTOGRAM}_count", 0.0)
+            means["commits"] = count
+            if count > 0:
+                means["commit_round_trip_ms"] = round(total * 1000.0 / count, 3)
         elif name == CACHE_MISSES and stage == "card":
             lookups = delta.get(f"{STAGE_HISTOGRAM}_count:card", 0.0)
             if lookups > 0:

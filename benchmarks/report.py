@@ -279,6 +279,10 @@ def stage_line(phase: dict[str, Any]) -> str:
         text += f"; {means['batch_operations']:.1f} operations per group commit"
         if "set_wise_share" in means:
             text += f" ({means['set_wise_share']:.0%} of them set-wise)"
+    if means.get("commit_round_trip_ms") is not None:
+        text += f"; a group commit's round trip {means['commit_round_trip_ms']:.2f} ms"
+        if phase.get("duration_s") and means.get("commits"):
+            text += f", one every {phase['duration_s'] * 1000.0 / means['commits']:.2f} ms"
     if phase.get("ledger_transactions_per_auth") is not None:
         text += f"; {phase['ledger_transactions_per_auth']:.3f} database transactions per request"
     if "gc_full" in means:

@@ -53,7 +53,8 @@ TIMER_MIN_S = 0.001   # the shortest timer that waits at all (see _start)
 class AuthorizeBatcher:
     def __init__(self, run_many: RunMany, run_one: RunOne, *, batch_max: int,
                  lanes: int, on_batch: Callable[[int], None] | None = None,
-                 lane_open_min: int = 1, lane_stall_s: float = 0.05) -> None:
+                 lane_open_min: int = 1, lane_stall_s: float = 0.05,
+                 on_commit: Callable[[float], None] | None = None) -> None:
         assert batch_max >= 1 and lanes >= 1 and lane_open_min >= 1 and lane_stall_s > 0
         self._run_many = run_many
         self._run_one = run_one
@@ -67,6 +68,7 @@ class AuthorizeBatcher:
         self._stall_timer: asyncio.TimerHandle | None = None
         self._stall_due = 0.0
         self._on_batch = on_batch
+        self._on_commit = on_commit
         self._waiting: list[tuple[Args, asyncio.Future[asyncpg.Record]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -112,8 +114,10 @@ class AuthorizeBatcher:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         try:
+            sent = time.perf_counter()
             if len(batch) == 1:
-                await self._settle(batch[0], self._run_one(batch[0][0]))
+                if await self._settle(batch[0], self._run_one(batch[0][0])):
+                    self._committed(sent)
                 return
             try:
                 rows = await self._run_many([args for args, _ in batch])
@@ -128,6 +132,7 @@ class AuthorizeBatcher:
                     await self._settle(item, self._run_one(item[0]))
                 return
             assert len(rows) == len(batch), "one row per operation"
+            self._committed(sent)
             for (_, future), row in zip(batch, rows, strict=True):
                 if not future.done():
                     future.set_result(row)
@@ -141,17 +146,23 @@ class AuthorizeBatcher:
             if self._waiting:
                 self._start()
 
+    def _committed(self, sent: float) -> None:
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - sent)
+
     @staticmethod
     async def _settle(item: tuple[Args, asyncio.Future[asyncpg.Record]],
-                      call: Awaitable[asyncpg.Record]) -> None:
+                      call: Awaitable[asyncpg.Record]) -> bool:
+        """Whether the call returned its row (else its caller gets the exception)."""
         _, future = item
         try:
             row = await call
         except Exception as exc:
             _fail(future, exc)
-            return
+            return False
         if not future.done():
             future.set_result(row)
+        return True
 
 
 def _fail(future: asyncio.Future[asyncpg.Record], exc: BaseException) -> None:

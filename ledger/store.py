@@ -218,6 +218,7 @@ class HasDigits(Protocol):
 OnRetry = Callable[[str], None]
 OnBatch = Callable[[int], None]
 OnSetWise = Callable[[int], None]
+OnCommit = Callable[[float], None]
 Clock = Callable[[], datetime]
 
 
@@ -369,7 +370,8 @@ class Ledger:
                  on_retry: OnRetry | None, clock: Clock,
                  read_pool: ConnectionPool | None = None,
                  on_batch: OnBatch | None = None,
-                 on_set_wise: OnSetWise | None = None) -> None:
+                 on_set_wise: OnSetWise | None = None,
+                 on_commit: OnCommit | None = None) -> None:
         self._pool = pool
         self._on_set_wise = on_set_wise
         self._read_pool = read_pool
@@ -383,7 +385,7 @@ class Ledger:
             self._authorize_many, self._apply_one,
             batch_max=settings.batch_max, lanes=settings.batch_lanes, on_batch=on_batch,
             lane_open_min=settings.batch_lane_open_min,
-            lane_stall_s=settings.batch_lane_stall_s)
+            lane_stall_s=settings.batch_lane_stall_s, on_commit=on_commit)
         self._card_reads = AuthorizeBatcher(
             self._cards_many, self._card_one, batch_max=CARD_READ_BATCH_MAX,
             lanes=CARD_READ_LANES, lane_open_min=CARD_READ_BATCH_MAX,
@@ -395,6 +397,7 @@ class Ledger:
                    retries_max: int = 10, on_retry: OnRetry | None = None,
                    on_batch: OnBatch | None = None,
                    on_set_wise: OnSetWise | None = None,
+                   on_commit: OnCommit | None = None,
                    business_tz: str = "UTC", hold_ttl_s: float = 7 * 86400,
                    call_timeout_s: float = 10.0, acquire_timeout_s: float = 5.0,
                    clock: Clock | None = None, batch_max: int = 32,
@@ -407,10 +410,13 @@ class Ledger:
         ``"serialization"`` or ``"deadlock"``; ``on_batch(size)`` once per group
         commit statement, with the number of operations it carried; ``on_set_wise(n)``
         after each group commit of two or more, with how many of its operations were
-        decided set-wise (runs of plain ones, migration 0012). ``business_tz`` (IANA name)
-        decides the business day of daily limits. ``batch_lane_open_min`` (default
-        ``batch_max``) operations waiting open a further group-commit lane, and so does
-        a batch in flight for ``batch_lane_stall_s``. Raises LedgerUnavailable.
+        decided set-wise (runs of plain ones, migration 0012); ``on_commit(seconds)``
+        after each group commit (or operation alone) that returned its rows, with its
+        round trip from the lane's start (a batch re-run one by one is not timed).
+        ``business_tz`` (IANA name) decides the business day of daily limits.
+        ``batch_lane_open_min`` (default ``batch_max``) operations waiting open a further
+        group-commit lane, and so does a batch in flight for ``batch_lane_stall_s``.
+        Raises LedgerUnavailable.
         """
         assert pool_size_max >= 1 and retries_max >= 0
         # Fewer lanes than sessions: operations arriving while every lane is busy
@@ -465,7 +471,7 @@ class Ledger:
             await pool.close()
             raise LedgerUnavailable(f"cannot open the ledger database ({exc.sqlstate})") from exc
         return cls(pool, vault, settings, on_retry, clock or _utc_now, read_pool, on_batch,
-                   on_set_wise)
+                   on_set_wise, on_commit)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -27,6 +27,9 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.
 
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 
+COMMIT_BUCKETS_S = (0.0005, 0.001, 0.0015, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01,
+                    0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
+
 GC_PAUSE_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5)
 
 STAGES = ("decode", "terminal", "card", "mac", "pin", "ledger", "encode", "total")
@@ -147,6 +150,11 @@ class Metrics:
             "atm_switch_ledger_batch_operations",
             "Authorizations per group-commit statement (one SERIALIZABLE transaction).",
             buckets=BATCH_BUCKETS, registry=r)
+        self.ledger_commit_seconds = Histogram(
+            "atm_switch_ledger_commit_seconds",
+            "Round trip of one group commit (or one operation alone) as the switch sees it: "
+            "from its lane starting until its rows are back, PostgreSQL's work and the WAL "
+            "flush included.", buckets=COMMIT_BUCKETS_S, registry=r)
         self.ledger_set_wise = Counter(
             "atm_switch_ledger_set_wise_operations_total",
             "Authorizations decided and posted set-wise inside a group commit (runs of plain "

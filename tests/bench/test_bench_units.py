@@ -166,6 +166,10 @@ def test_stage_and_batch_means_from_histograms() -> None:
             "# TYPE atm_switch_ledger_batch_operations histogram\n"
             f"atm_switch_ledger_batch_operations_count {batches}\n"
             f"atm_switch_ledger_batch_operations_sum {batch_sum}\n"
+            "# HELP atm_switch_ledger_commit_seconds Commits.\n"
+            "# TYPE atm_switch_ledger_commit_seconds histogram\n"
+            f"atm_switch_ledger_commit_seconds_count {batches}\n"
+            f"atm_switch_ledger_commit_seconds_sum {batches * 0.0025}\n"
             "# HELP atm_switch_ledger_set_wise_operations_total Set-wise.\n"
             "# TYPE atm_switch_ledger_set_wise_operations_total counter\n"
             f"atm_switch_ledger_set_wise_operations_total {batch_sum * 0.6}\n"
@@ -182,13 +186,17 @@ def test_stage_and_batch_means_from_histograms() -> None:
     # 0.5 s over 200 PIN checks; 350 operations over 100 batches, 60% of them set-wise;
     # no MAC checked: no mean; no full collection in the window; of the window's 200
     # requests 100 took at most 5 ms and all at most 10 ms, so the 99th percentile is in
-    # the 10 ms bucket; 200 young collections took 20 ms in all.
+    # the 10 ms bucket; 200 young collections took 20 ms in all; the 100 commits came
+    # back 2.5 ms after their lanes started, on average.
     assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "set_wise_share": 0.6,
                      "gc_full": 0.0, "total_p99_le_ms": 10.0, "gc_young": 200.0,
-                     "gc_young_pause_ms_total": 20.0}
-    assert report.stage_line({"switch_means": means, "ledger_transactions_per_auth": 0.25}) \
+                     "gc_young_pause_ms_total": 20.0, "commits": 100.0,
+                     "commit_round_trip_ms": 2.5}
+    assert report.stage_line({"switch_means": means, "ledger_transactions_per_auth": 0.25,
+                              "duration_s": 0.4}) \
         == ("pin 2.5 ms; p99 of total <= 10 ms; 3.5 operations per group commit "
-            "(60% of them set-wise); 0.250 database transactions per request; 0 full GC; "
+            "(60% of them set-wise); a group commit's round trip 2.50 ms, one every 4.00 ms; "
+            "0.250 database transactions per request; 0 full GC; "
             "200 young GCs, 20 ms in all")
     later = parse_counters(page(1.5, 300, 400.0, 120, 3, 0.506))
     means = histogram_means(counter_delta(after, later))

@@ -118,7 +118,8 @@ async def test_metrics_page_parses_and_has_the_documented_metrics(
                  "atm_switch_ledger_retries", "atm_switch_hsm_errors",
                  "atm_switch_decode_errors", "atm_switch_load_shed",
                  "atm_switch_ledger_batch_operations", "atm_switch_ledger_set_wise_operations",
-                 "atm_switch_gc_pause_seconds", "atm_switch_cache_misses"):
+                 "atm_switch_gc_pause_seconds", "atm_switch_cache_misses",
+                 "atm_switch_ledger_commit_seconds"):
         assert name in families, name
     # The collector's pauses are timed per generation from start-up on.
     assert {s.labels.get("generation") for s in families["atm_switch_gc_pause_seconds"].samples
