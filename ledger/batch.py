@@ -114,7 +114,7 @@ class AuthorizeBatcher:
         if self._on_batch is not None:
             self._on_batch(len(batch))
         try:
-            sent = time.perf_counter()
+            sent = time.perf_counter()   # the statement's issue, not the lane's start
             if len(batch) == 1:
                 if await self._settle(batch[0], self._run_one(batch[0][0])):
                     self._committed(sent)

@@ -412,7 +412,7 @@ class Ledger:
         after each group commit of two or more, with how many of its operations were
         decided set-wise (runs of plain ones, migration 0012); ``on_commit(seconds)``
         after each group commit (or operation alone) that returned its rows, with its
-        round trip from the lane's start (a batch re-run one by one is not timed).
+        round trip from its statement's issue (a batch re-run one by one is not timed).
         ``business_tz`` (IANA name) decides the business day of daily limits.
         ``batch_lane_open_min`` (default ``batch_max``) operations waiting open a further
         group-commit lane, and so does a batch in flight for ``batch_lane_stall_s``.

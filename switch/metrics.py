@@ -153,8 +153,8 @@ class Metrics:
         self.ledger_commit_seconds = Histogram(
             "atm_switch_ledger_commit_seconds",
             "Round trip of one group commit (or one operation alone) as the switch sees it: "
-            "from its lane starting until its rows are back, PostgreSQL's work and the WAL "
-            "flush included.", buckets=COMMIT_BUCKETS_S, registry=r)
+            "from the switch issuing its statement until its rows are back, PostgreSQL's work "
+            "and the WAL flush included.", buckets=COMMIT_BUCKETS_S, registry=r)
         self.ledger_set_wise = Counter(
             "atm_switch_ledger_set_wise_operations_total",
             "Authorizations decided and posted set-wise inside a group commit (runs of plain "

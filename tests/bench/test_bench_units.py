@@ -187,7 +187,7 @@ def test_stage_and_batch_means_from_histograms() -> None:
     # no MAC checked: no mean; no full collection in the window; of the window's 200
     # requests 100 took at most 5 ms and all at most 10 ms, so the 99th percentile is in
     # the 10 ms bucket; 200 young collections took 20 ms in all; the 100 commits came
-    # back 2.5 ms after their lanes started, on average.
+    # back 2.5 ms after their statements were issued, on average.
     assert means == {"stage_ms:pin": 2.5, "batch_operations": 3.5, "set_wise_share": 0.6,
                      "gc_full": 0.0, "total_p99_le_ms": 10.0, "gc_young": 200.0,
                      "gc_young_pause_ms_total": 20.0, "commits": 100.0,
